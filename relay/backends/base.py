@@ -1,0 +1,77 @@
+"""The storage port: what the core needs from a backend, and nothing about how it is kept.
+
+Dispatch is modelled on SQS: a due message is *leased* (taken with a visibility deadline and a
+receipt); it is settled with that receipt only after its outcome is stored; a lease that is never
+settled expires and the message is delivered again. So a crash at any point means a redelivery,
+never a loss. The SQLite backend keeps dispatch in a table indexed by visible-at; the AWS backend
+keeps it in SQS (visibility timeout) beside DynamoDB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from relay.models import (
+    Accepted,
+    DlqEntry,
+    DlqQuery,
+    Event,
+    EventQuery,
+    Lease,
+    Message,
+    Page,
+    Settlement,
+)
+
+
+class Backend(Protocol):
+    """Durable state and dispatch for the relay core; both backends implement it."""
+
+    async def open(self) -> None:
+        """Prepare storage; a single-owner backend also releases leases a crash left behind."""
+
+    async def close(self) -> None:
+        """Release connections; pending work stays stored."""
+
+    async def get_setting(self, name: str) -> str | None:
+        """A stored setting (token, signing keys), or None."""
+
+    async def put_setting(self, name: str, value: str, *, if_absent: bool = False) -> str:
+        """Store a setting and return the stored value (the existing one when ``if_absent``)."""
+
+    async def accept(
+        self, messages: Sequence[Message], events: Sequence[Event], now: int, dedup_window: int
+    ) -> list[Accepted]:
+        """Store messages and their events durably, all or nothing, then make each due at its
+        ``not_before``. A message whose ``dedup_key`` was seen within ``dedup_window`` ms is not
+        stored; its answer carries the first message's id and ``deduplicated=True``."""
+
+    async def lease(self, now: int, limit: int, visibility: int) -> list[Lease]:
+        """Take up to ``limit`` due messages for ``visibility`` ms, marking them ACTIVE (with an
+        ACTIVE event each). Expired leases are due again."""
+
+    async def settle(self, lease: Lease, settlement: Settlement, now: int) -> bool:
+        """Store an attempt's outcome, its events, follow-up messages and DLQ entry atomically and
+        end (or, for RETRY, re-time) the lease. False if the lease was lost or the message was
+        cancelled meanwhile; then nothing but the events is stored."""
+
+    async def cancel(self, message_ids: Sequence[str], now: int) -> list[str]:
+        """Cancel messages not yet finished; returns the ids cancelled (CANCELED event each)."""
+
+    async def get_message(self, message_id: str) -> Message | None: ...
+
+    async def list_events(self, query: EventQuery) -> Page:
+        """Events, newest first, filtered; ``Page.items`` are Event."""
+
+    async def list_dlq(self, query: DlqQuery) -> Page:
+        """DLQ entries, newest first, filtered; ``Page.items`` are DlqEntry."""
+
+    async def get_dlq(self, dlq_id: str) -> DlqEntry | None: ...
+
+    async def delete_dlq(self, dlq_ids: Sequence[str]) -> int:
+        """Delete DLQ entries; returns how many existed."""
+
+    async def next_due(self) -> int | None:
+        """When the earliest pending message becomes due (ms), for a worker that sleeps until
+        then; None when nothing is pending or the backend cannot tell (SQS pushes instead)."""

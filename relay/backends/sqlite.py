@@ -1,0 +1,543 @@
+"""The embedded backend: one SQLite file in WAL mode, owned by one relay process.
+
+All statements run on one thread that owns the connection. Work queued while a transaction runs
+is committed together in the next one (group commit), each operation inside its own savepoint so a
+failing operation rolls back alone. A message is committed before ``accept`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import queue
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from relay.models import (
+    Accepted,
+    DlqEntry,
+    DlqQuery,
+    Event,
+    EventQuery,
+    Lease,
+    Message,
+    MessageState,
+    Page,
+    Settlement,
+)
+
+T = TypeVar("T")
+_Op = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_GROUP_LIMIT = 256
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    retried INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dispatch (
+    message_id TEXT PRIMARY KEY,
+    visible_at INTEGER NOT NULL,
+    receipt TEXT
+);
+CREATE INDEX IF NOT EXISTS dispatch_visible ON dispatch (visible_at);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    url TEXT NOT NULL,
+    topic_name TEXT,
+    queue_name TEXT,
+    schedule_id TEXT,
+    label TEXT,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_message ON events (message_id, seq);
+CREATE INDEX IF NOT EXISTS events_time ON events (time);
+CREATE TABLE IF NOT EXISTS dedup (
+    key TEXT PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dlq (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    dlq_id TEXT NOT NULL UNIQUE,
+    message_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    topic_name TEXT,
+    queue_name TEXT,
+    schedule_id TEXT,
+    label TEXT,
+    response_status INTEGER,
+    failed_at INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    body BLOB NOT NULL,
+    response TEXT NOT NULL,
+    response_body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class DatabaseInUse(RuntimeError):
+    """Another relay process owns this database file."""
+
+
+class _Connection:
+    """One SQLite connection on its own thread; operations are grouped into transactions."""
+
+    def __init__(self, path: str, synchronous: str) -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="relay-sqlite", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((fn, future, loop))
+        return await future
+
+    def _serve(self) -> None:
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.executescript(SCHEMA)
+        except BaseException as exc:  # reported to start()
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        while True:
+            op = self._queue.get()
+            if op is None:
+                break
+            group = [op]
+            while len(group) < _GROUP_LIMIT:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                group.append(nxt)
+            self._commit(conn, group)
+        conn.close()
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, group: list[_Op]) -> None:
+        results: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _, _ in group:
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append((fn(conn), None))
+                    conn.execute("RELEASE op")
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((None, exc))
+            conn.execute("COMMIT")
+        except Exception as exc:  # the commit itself failed: every operation failed with it
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            results = [(None, exc) for _ in group]
+        for (_, future, loop), (value, error) in zip(group, results, strict=True):
+            loop.call_soon_threadsafe(_resolve, future, value, error)
+
+
+def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+class SqliteBackend:
+    """The `Backend` port on one SQLite file (``:memory:`` for a throwaway relay)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
+        self.path = str(path)
+        self._conn = _Connection(self.path, synchronous)
+        self._lock_file: IO[bytes] | None = None
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.path + ".lock", "wb")  # noqa: SIM115 - held while open
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock_file.close()
+                self._lock_file = None
+                raise DatabaseInUse(f"another relay process is using {self.path}") from None
+        await asyncio.to_thread(self._conn.start)
+        # We are the only process on this file: leases held by a crashed predecessor are void.
+        await self._conn.run(
+            lambda c: c.execute("UPDATE dispatch SET receipt = NULL WHERE receipt IS NOT NULL")
+        )
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._conn.stop)
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # --- settings ---------------------------------------------------------------------------
+
+    async def get_setting(self, name: str) -> str | None:
+        def op(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._conn.run(op)
+
+    async def put_setting(self, name: str, value: str, *, if_absent: bool = False) -> str:
+        def op(c: sqlite3.Connection) -> str:
+            verb = "INSERT OR IGNORE" if if_absent else "INSERT OR REPLACE"
+            c.execute(f"{verb} INTO settings (name, value) VALUES (?, ?)", (name, value))
+            return str(c.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0])
+
+        return await self._conn.run(op)
+
+    # --- messages ---------------------------------------------------------------------------
+
+    async def accept(
+        self, messages: Sequence[Message], events: Sequence[Event], now: int, dedup_window: int
+    ) -> list[Accepted]:
+        return await self._conn.run(lambda c: _accept(c, messages, events, now, dedup_window))
+
+    async def lease(self, now: int, limit: int, visibility: int) -> list[Lease]:
+        if limit <= 0:
+            return []
+
+        def op(c: sqlite3.Connection) -> list[Lease]:
+            token = secrets.token_hex(8)
+            until = now + visibility
+            taken = c.execute(
+                "UPDATE dispatch SET visible_at = ?, receipt = ? || message_id WHERE message_id IN"
+                " (SELECT message_id FROM dispatch WHERE visible_at <= ?"
+                "  ORDER BY visible_at LIMIT ?) RETURNING message_id, receipt",
+                (until, token, now, limit),
+            ).fetchall()
+            if not taken:
+                return []
+            receipts = dict(taken)
+            leases = []
+            for message in _load_messages(c, list(receipts)):
+                message.state = MessageState.ACTIVE
+                leases.append(Lease(message=message, receipt=receipts[message.id], visible_until=until))
+            c.executemany(
+                "UPDATE messages SET state = 'ACTIVE', updated_at = ? WHERE id = ?",
+                [(now, lease.message.id) for lease in leases],
+            )
+            _insert_events(
+                c, [Event.of(lease.message, MessageState.ACTIVE, now) for lease in leases]
+            )
+            return leases
+
+        return await self._conn.run(op)
+
+    async def settle(self, lease: Lease, settlement: Settlement, now: int) -> bool:
+        message = lease.message
+
+        def op(c: sqlite3.Connection) -> bool:
+            row = c.execute(
+                "SELECT receipt FROM dispatch WHERE message_id = ?", (message.id,)
+            ).fetchone()
+            if row is None or row[0] != lease.receipt:
+                return False
+            if settlement.state == MessageState.RETRY:
+                assert settlement.next_due is not None
+                c.execute(
+                    "UPDATE dispatch SET visible_at = ?, receipt = NULL WHERE message_id = ?",
+                    (settlement.next_due, message.id),
+                )
+            else:
+                c.execute("DELETE FROM dispatch WHERE message_id = ?", (message.id,))
+            c.execute(
+                "UPDATE messages SET state = ?, retried = ?, updated_at = ? WHERE id = ?",
+                (str(settlement.state), settlement.retried, now, message.id),
+            )
+            if settlement.dlq is not None:
+                _insert_dlq(c, settlement.dlq)
+            _accept(c, settlement.follow_ups, settlement.events, now, 0)
+            return True
+
+        return await self._conn.run(op)
+
+    async def cancel(self, message_ids: Sequence[str], now: int) -> list[str]:
+        def op(c: sqlite3.Connection) -> list[str]:
+            cancelled = []
+            for message in _load_messages(c, list(message_ids)):
+                if message.state.final:
+                    continue
+                c.execute("DELETE FROM dispatch WHERE message_id = ?", (message.id,))
+                c.execute(
+                    "UPDATE messages SET state = 'CANCELED', updated_at = ? WHERE id = ?",
+                    (now, message.id),
+                )
+                _insert_events(c, [Event.of(message, MessageState.CANCELED, now)])
+                cancelled.append(message.id)
+            return cancelled
+
+        return await self._conn.run(op)
+
+    async def get_message(self, message_id: str) -> Message | None:
+        found = await self._conn.run(lambda c: _load_messages(c, [message_id]))
+        return found[0] if found else None
+
+    async def next_due(self) -> int | None:
+        def op(c: sqlite3.Connection) -> int | None:
+            value = c.execute("SELECT MIN(visible_at) FROM dispatch").fetchone()[0]
+            return None if value is None else int(value)
+
+        return await self._conn.run(op)
+
+    # --- logs and DLQ -----------------------------------------------------------------------
+
+    async def list_events(self, query: EventQuery) -> Page:
+        where, params = _filters(
+            query.cursor,
+            [
+                ("message_id", query.message_ids),
+                ("state", [str(s) for s in query.states]),
+                ("url", query.urls),
+                ("topic_name", query.topic_names),
+                ("queue_name", query.queue_names),
+                ("schedule_id", query.schedule_ids),
+                ("label", query.labels),
+            ],
+            "time",
+            query.from_time,
+            query.to_time,
+        )
+
+        def op(c: sqlite3.Connection) -> Page:
+            rows = c.execute(
+                "SELECT seq, time, message_id, state, url, detail FROM events"
+                f" WHERE {where} ORDER BY seq DESC LIMIT ?",
+                [*params, query.count + 1],
+            ).fetchall()
+            items = [
+                Event(
+                    seq=seq, time=time, message_id=mid, state=MessageState(state), url=url,
+                    detail=json.loads(detail),
+                )
+                for seq, time, mid, state, url, detail in rows[: query.count]
+            ]
+            cursor = str(items[-1].seq) if len(rows) > query.count and items else None
+            return Page(items=items, cursor=cursor)
+
+        return await self._conn.run(op)
+
+    async def list_dlq(self, query: DlqQuery) -> Page:
+        where, params = _filters(
+            query.cursor,
+            [
+                ("dlq_id", query.dlq_ids),
+                ("message_id", query.message_ids),
+                ("url", query.urls),
+                ("topic_name", query.topic_names),
+                ("queue_name", query.queue_names),
+                ("schedule_id", query.schedule_ids),
+                ("label", query.labels),
+                ("response_status", query.response_statuses),
+            ],
+            "failed_at",
+            query.from_time,
+            query.to_time,
+        )
+
+        def op(c: sqlite3.Connection) -> Page:
+            rows = c.execute(
+                f"SELECT seq, {_DLQ_COLUMNS} FROM dlq WHERE {where} ORDER BY seq DESC LIMIT ?",
+                [*params, query.count + 1],
+            ).fetchall()
+            items = [_dlq_from_row(row[1:]) for row in rows[: query.count]]
+            cursor = str(rows[query.count - 1][0]) if len(rows) > query.count else None
+            return Page(items=items, cursor=cursor)
+
+        return await self._conn.run(op)
+
+    async def get_dlq(self, dlq_id: str) -> DlqEntry | None:
+        def op(c: sqlite3.Connection) -> DlqEntry | None:
+            row = c.execute(f"SELECT {_DLQ_COLUMNS} FROM dlq WHERE dlq_id = ?", (dlq_id,)).fetchone()
+            return None if row is None else _dlq_from_row(row)
+
+        return await self._conn.run(op)
+
+    async def delete_dlq(self, dlq_ids: Sequence[str]) -> int:
+        def op(c: sqlite3.Connection) -> int:
+            marks = ",".join("?" * len(dlq_ids))
+            return c.execute(f"DELETE FROM dlq WHERE dlq_id IN ({marks})", list(dlq_ids)).rowcount
+
+        return await self._conn.run(op) if dlq_ids else 0
+
+
+# --- statements shared by several operations -------------------------------------------------
+
+
+def _accept(
+    c: sqlite3.Connection,
+    messages: Sequence[Message],
+    events: Sequence[Event],
+    now: int,
+    dedup_window: int,
+) -> list[Accepted]:
+    results: list[Accepted] = []
+    stored: list[Message] = []
+    for message in messages:
+        if message.dedup_key is not None:
+            row = c.execute(
+                "SELECT message_id, url FROM dedup WHERE key = ? AND expires_at > ?",
+                (message.dedup_key, now),
+            ).fetchone()
+            if row is not None:
+                results.append(Accepted(message_id=row[0], url=row[1], deduplicated=True))
+                continue
+            c.execute(
+                "INSERT OR REPLACE INTO dedup (key, message_id, url, expires_at) VALUES (?,?,?,?)",
+                (message.dedup_key, message.id, message.url, now + dedup_window),
+            )
+        stored.append(message)
+        results.append(Accepted(message_id=message.id, url=message.url))
+    c.executemany(
+        "INSERT INTO messages (id, state, retried, created_at, updated_at, record, body)"
+        " VALUES (?,?,?,?,?,?,?)",
+        [
+            (m.id, str(m.state), m.retried, m.created_at, now, json.dumps(m.to_record()), m.body)
+            for m in stored
+        ],
+    )
+    c.executemany(
+        "INSERT INTO dispatch (message_id, visible_at) VALUES (?, ?)",
+        [(m.id, m.not_before) for m in stored],
+    )
+    kept = {m.id for m in stored}
+    _insert_events(c, [e for e in events if e.message_id in kept or e.state != MessageState.CREATED])
+    return results
+
+
+def _insert_events(c: sqlite3.Connection, events: Sequence[Event]) -> None:
+    c.executemany(
+        "INSERT INTO events (time, message_id, state, url, topic_name, queue_name, schedule_id,"
+        " label, detail) VALUES (?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                e.time, e.message_id, str(e.state), e.url, e.detail.get("topicName"),
+                e.detail.get("queueName"), e.detail.get("scheduleId"), e.detail.get("label"),
+                json.dumps(e.detail),
+            )
+            for e in events
+        ],
+    )
+
+
+def _load_messages(c: sqlite3.Connection, ids: list[str]) -> list[Message]:
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    rows = c.execute(
+        f"SELECT state, retried, record, body FROM messages WHERE id IN ({marks})", ids
+    ).fetchall()
+    messages = []
+    for state, retried, record, body in rows:
+        message = Message.from_record(json.loads(record), bytes(body))
+        message.state = MessageState(state)
+        message.retried = retried
+        messages.append(message)
+    order = {mid: i for i, mid in enumerate(ids)}
+    messages.sort(key=lambda m: order[m.id])
+    return messages
+
+
+_DLQ_COLUMNS = "dlq_id, failed_at, response_status, record, body, response, response_body"
+
+
+def _insert_dlq(c: sqlite3.Connection, entry: DlqEntry) -> None:
+    m = entry.message
+    c.execute(
+        "INSERT INTO dlq (dlq_id, message_id, url, topic_name, queue_name, schedule_id, label,"
+        " response_status, failed_at, record, body, response, response_body)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            entry.dlq_id, m.id, m.url, m.topic_name, m.queue_name, m.schedule_id, m.label,
+            entry.response_status, entry.failed_at, json.dumps(m.to_record()), m.body,
+            json.dumps({"headers": entry.response_headers, "error": entry.error}),
+            entry.response_body,
+        ),
+    )
+
+
+def _dlq_from_row(row: Sequence[Any]) -> DlqEntry:
+    dlq_id, failed_at, status, record, body, response, response_body = row
+    extra = json.loads(response)
+    return DlqEntry(
+        dlq_id=dlq_id,
+        message=Message.from_record(json.loads(record), bytes(body)),
+        failed_at=failed_at,
+        response_status=status,
+        response_headers=[(str(k), str(v)) for k, v in extra["headers"]],
+        response_body=bytes(response_body),
+        error=extra.get("error"),
+    )
+
+
+def _filters(
+    cursor: str | None,
+    columns: list[tuple[str, Sequence[Any]]],
+    time_column: str,
+    from_time: int | None,
+    to_time: int | None,
+) -> tuple[str, list[Any]]:
+    clauses = ["1 = 1"]
+    params: list[Any] = []
+    if cursor:
+        clauses.append("seq < ?")
+        params.append(int(cursor))
+    for column, values in columns:
+        if values:
+            clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+            params.extend(values)
+    if from_time is not None:
+        clauses.append(f"{time_column} >= ?")
+        params.append(from_time)
+    if to_time is not None:
+        clauses.append(f"{time_column} <= ?")
+        params.append(to_time)
+    return " AND ".join(clauses), params

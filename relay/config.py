@@ -1,0 +1,42 @@
+"""Settings, from arguments or ``RELAY_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """How one relay runs. Every field can be set as ``RELAY_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db: str = ".relay/relay.db"
+    # "FULL" survives power loss; "NORMAL" (WAL) survives a process crash and is faster.
+    sqlite_synchronous: str = "FULL"
+
+    # Credentials. Unset: `relay dev` uses the QStash dev server's, `relay serve` generates and
+    # keeps its own per database.
+    token: str | None = None
+    current_signing_key: str | None = None
+    next_signing_key: str | None = None
+
+    # Destinations: loopback, private and link-local addresses are refused unless allowed.
+    allow_private_destinations: bool = False
+
+    max_body_bytes: int = 1_048_576
+    default_retries: int = 3
+    max_retries: int = 20
+    max_delay_seconds: int = 365 * 86_400
+    # Per-attempt HTTP timeout when the message sets none, and the most it may set.
+    default_timeout_seconds: int = 900
+    max_timeout_seconds: int = 7_200
+    dedup_window_seconds: int = 600
+    max_batch_messages: int = 1000
+    max_request_bytes: int = 16 * 1_048_576  # a whole request (a batch) on the API
+    response_body_limit: int = 65_536  # bytes of a destination's response kept in logs and DLQ
+
+    delivery_concurrency: int = 64
+    poll_interval_seconds: float = 1.0
+    shutdown_grace_seconds: float = 10.0

@@ -1,0 +1,144 @@
+"""The QStash v2 wire format: header names, value formats and the API's error type."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# Publish-side headers (case-insensitive on the wire; stored here lower-cased).
+PREFIX = "upstash-"
+FORWARD_PREFIX = "upstash-forward-"
+CALLBACK_PREFIX = "upstash-callback-"
+FAILURE_CALLBACK_PREFIX = "upstash-failure-callback-"
+H_METHOD = "upstash-method"
+H_DELAY = "upstash-delay"
+H_NOT_BEFORE = "upstash-not-before"
+H_RETRIES = "upstash-retries"
+H_RETRY_DELAY = "upstash-retry-delay"
+H_CALLBACK = "upstash-callback"
+H_FAILURE_CALLBACK = "upstash-failure-callback"
+H_TIMEOUT = "upstash-timeout"
+H_DEDUP_ID = "upstash-deduplication-id"
+H_CONTENT_DEDUP = "upstash-content-based-deduplication"
+H_LABEL = "upstash-label"
+H_HEADER_FORWARD = "upstash-header-forward"
+H_CONTENT_TYPE = "content-type"
+
+# Delivery-side headers.
+D_SIGNATURE = "Upstash-Signature"
+D_MESSAGE_ID = "Upstash-Message-Id"
+D_RETRIED = "Upstash-Retried"
+D_TOPIC = "Upstash-Topic-Name"
+D_SCHEDULE = "Upstash-Schedule-Id"
+D_CALLER_IP = "Upstash-Caller-Ip"
+D_NON_RETRYABLE = "Upstash-NonRetryable-Error"
+USER_AGENT = "Upstash-QStash"
+
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+NON_RETRYABLE_STATUS = 489
+
+# The QStash dev server's documented user-1 credentials (reference §5): `relay dev` uses them so
+# that apps already set up for `qstash dev` (and the TS SDK's QSTASH_DEV mode) work untouched.
+DEV_TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
+DEV_CURRENT_SIGNING_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
+DEV_NEXT_SIGNING_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
+
+
+class ApiError(Exception):
+    """An error answered to an API caller as QStash does: ``{"error": message}`` with a status."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class BadRequest(ApiError):
+    """400: the request is malformed; nothing was stored."""
+
+
+class Unauthorized(ApiError):
+    """401: missing or wrong token."""
+
+    status = 401
+
+
+class NotFound(ApiError):
+    """404: no such message, DLQ entry or route."""
+
+    status = 404
+
+
+class PayloadTooLarge(ApiError):
+    """413: the body is over the configured limit."""
+
+    status = 413
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
+_UNIT_SECONDS = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
+}
+
+
+def parse_duration(text: str, *, what: str = "duration") -> float:
+    """Seconds in ``5s``, ``2m``, ``1h30m``, ``7d`` or a bare number of seconds; BadRequest if not."""
+    value = text.strip()
+    if re.fullmatch(r"\d+", value):
+        return float(value)
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(value):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos == 0 or pos != len(value):
+        raise BadRequest(f"invalid {what} {text!r}: use a number with a unit, like 10s, 5m, 2h or 7d")
+    return total
+
+
+def parse_int(text: str, *, what: str, minimum: int = 0, maximum: int | None = None) -> int:
+    """An integer header value within bounds, or BadRequest naming the header."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise BadRequest(f"invalid {what} {text!r}: must be an integer") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = "" if maximum is None else f" and at most {maximum}"
+        raise BadRequest(f"invalid {what} {value}: must be at least {minimum}{upper}")
+    return value
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``True``/``1`` (the Python SDK sends ``True``)."""
+    return text.strip().lower() in {"true", "1", "yes"}
+
+
+def compact_json(obj: Any) -> bytes:
+    """JSON exactly as JavaScript's ``JSON.stringify`` writes it (byte-exact for the SDKs)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def b64(data: bytes) -> str:
+    """Standard base64 with padding, as QStash puts bodies in JSON."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def header_map(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Name → list of values, the shape QStash uses for headers in JSON."""
+    result: dict[str, list[str]] = {}
+    for name, value in pairs:
+        result.setdefault(name, []).append(value)
+    return result
+
+
+def lower_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    """A plain dict with lower-cased names; for repeated names the last value wins."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return {name.lower(): value for name, value in items}

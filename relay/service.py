@@ -1,0 +1,398 @@
+"""The use cases of the publish API, free of HTTP and of storage: publish, batch, messages, logs,
+DLQ and keys. Both transports call these; both backends serve them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay import protocol as p
+from relay.backends.base import Backend
+from relay.clock import Clock, Ids, SystemClock
+from relay.config import Settings
+from relay.destinations import is_url, validate_url
+from relay.models import Accepted, DlqQuery, Event, EventQuery, Message, MessageState, Page
+from relay.protocol import BadRequest, NotFound
+from relay.retry import RetryDelay
+from relay.signing import SigningKeys, generate_key, generate_keys
+
+Headers = Sequence[tuple[str, str]]
+
+# Headers never forwarded by `Upstash-Header-Forward: true`: hop-by-hop, the caller's credentials,
+# and what the relay sets itself.
+_NOT_FORWARDED = frozenset(
+    {
+        "authorization", "host", "content-length", "connection", "keep-alive", "transfer-encoding",
+        "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection", "expect",
+        "accept-encoding", "user-agent",
+    }
+)
+
+
+@dataclass(slots=True)
+class PublishRequest:
+    """One message to publish, as a transport received it (headers with their original case)."""
+
+    destination: str
+    headers: Headers
+    body: bytes
+    caller_ip: str | None = None
+    query_headers: Headers = field(default_factory=list)  # `upstash-*` query parameters
+
+
+@dataclass(slots=True)
+class _Options:
+    """Publish headers, parsed and validated."""
+
+    method: str
+    delay_ms: int | None
+    not_before_ms: int | None
+    retries: int
+    retry_delay: str | None
+    timeout: int
+    callback: str | None
+    failure_callback: str | None
+    callback_headers: dict[str, str]
+    failure_callback_headers: dict[str, str]
+    forwarded: list[tuple[str, str]]
+    dedup_id: str | None
+    content_dedup: bool
+    label: str | None
+
+
+class RelayService:
+    """Publish, inspect and steer messages; the one place where the API's rules live."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        settings: Settings,
+        *,
+        keys: SigningKeys,
+        token: str,
+        clock: Clock | None = None,
+        ids: Ids | None = None,
+        allow_private: bool = False,
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.keys = keys
+        self.token = token
+        self.clock = clock or SystemClock()
+        self.ids = ids or Ids()
+        self.allow_private = allow_private
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_accepted(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after messages are stored (the embedded worker wakes up on it)."""
+        self._listeners.append(listener)
+
+    # --- publishing -------------------------------------------------------------------------
+
+    async def publish(self, request: PublishRequest) -> tuple[int, Any]:
+        """Publish one message; returns the status and the JSON answer QStash gives."""
+        now = self.clock.now_ms()
+        messages = self._messages_for(request, now)
+        accepted = await self._accept(messages, now)
+        only = accepted[0]
+        return (202 if only.deduplicated else 201), _accepted_json(only)
+
+    async def batch(self, requests: Sequence[PublishRequest]) -> tuple[int, Any]:
+        """Publish many messages in one all-or-nothing step; one answer per item, in order."""
+        if not requests:
+            raise BadRequest("batch is empty")
+        if len(requests) > self.settings.max_batch_messages:
+            raise BadRequest(f"batch has more than {self.settings.max_batch_messages} messages")
+        now = self.clock.now_ms()
+        messages: list[Message] = []
+        for index, request in enumerate(requests):
+            try:
+                messages.extend(self._messages_for(request, now))
+            except BadRequest as exc:
+                raise BadRequest(f"batch item {index}: {exc.message}") from None
+        accepted = await self._accept(messages, now)
+        return 201, [_accepted_json(a) for a in accepted]
+
+    async def accept_messages(self, messages: Sequence[Message]) -> list[Accepted]:
+        """Store already built messages (callbacks, re-published DLQ entries)."""
+        return await self._accept(messages, self.clock.now_ms())
+
+    async def _accept(self, messages: Sequence[Message], now: int) -> list[Accepted]:
+        events = [created_event(m, now) for m in messages]
+        accepted = await self.backend.accept(
+            messages, events, now, self.settings.dedup_window_seconds * 1000
+        )
+        for listener in self._listeners:
+            listener()
+        return accepted
+
+    def _messages_for(self, request: PublishRequest, now: int) -> list[Message]:
+        destination = request.destination
+        if not destination:
+            raise BadRequest("destination is missing: publish to /v2/publish/<url>")
+        if not is_url(destination):
+            raise NotFound(f"url group {destination!r} not found")
+        validate_url(destination, allow_private=self.allow_private)
+        if len(request.body) > self.settings.max_body_bytes:
+            raise p.PayloadTooLarge(
+                f"body of {len(request.body)} bytes is over the limit of "
+                f"{self.settings.max_body_bytes} bytes"
+            )
+        headers = {**p.lower_headers(request.query_headers), **p.lower_headers(request.headers)}
+        options = self._options(headers, request.headers)
+        return [
+            self.build_message(
+                destination, options, request.body, now=now, caller_ip=request.caller_ip
+            )
+        ]
+
+    def build_message(
+        self,
+        url: str,
+        options: _Options,
+        body: bytes,
+        *,
+        now: int,
+        caller_ip: str | None = None,
+    ) -> Message:
+        """A message to ``url`` from parsed publish options."""
+        if options.not_before_ms is not None:
+            not_before = options.not_before_ms
+        else:
+            not_before = now + (options.delay_ms or 0)
+        dedup_key = None
+        if options.dedup_id is not None:
+            dedup_key = _digest("id", url, options.dedup_id)
+        elif options.content_dedup:
+            dedup_key = _digest("content", url, options.method, json.dumps(options.forwarded), body)
+        return Message(
+            id=self.ids.message_id(),
+            url=url,
+            method=options.method,
+            body=body,
+            headers=options.forwarded,
+            max_retries=options.retries,
+            timeout=options.timeout,
+            not_before=not_before,
+            created_at=now,
+            retry_delay=options.retry_delay,
+            callback=options.callback,
+            failure_callback=options.failure_callback,
+            callback_headers=options.callback_headers,
+            failure_callback_headers=options.failure_callback_headers,
+            caller_ip=caller_ip,
+            label=options.label,
+            dedup_key=dedup_key,
+        )
+
+    def build_follow_up(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, now: int
+    ) -> Message:
+        """A callback or failure-callback message: published through the same rules."""
+        options = self._options(dict(headers), list(headers.items()))
+        return self.build_message(url, options, body, now=now)
+
+    def _options(self, headers: dict[str, str], original: Headers) -> _Options:
+        """Parse and validate publish headers (``headers`` lower-cased, ``original`` as sent)."""
+        s = self.settings
+        method = headers.get(p.H_METHOD, "POST").strip().upper()
+        if method not in p.METHODS:
+            raise BadRequest(f"invalid method {method!r}: use one of {', '.join(sorted(p.METHODS))}")
+        not_before_ms = delay_ms = None
+        if (raw := headers.get(p.H_NOT_BEFORE)) is not None:
+            not_before_ms = p.parse_int(raw, what="Upstash-Not-Before") * 1000
+        elif (raw := headers.get(p.H_DELAY)) is not None:
+            delay = p.parse_duration(raw, what="Upstash-Delay")
+            if delay > s.max_delay_seconds:
+                raise BadRequest(
+                    f"invalid Upstash-Delay {raw!r}: more than {s.max_delay_seconds} seconds"
+                )
+            delay_ms = int(delay * 1000)
+        retries = s.default_retries
+        if (raw := headers.get(p.H_RETRIES)) is not None:
+            retries = p.parse_int(raw, what="Upstash-Retries", maximum=s.max_retries)
+        retry_delay = headers.get(p.H_RETRY_DELAY)
+        if retry_delay is not None:
+            RetryDelay.parse(retry_delay)
+        timeout = s.default_timeout_seconds
+        if (raw := headers.get(p.H_TIMEOUT)) is not None:
+            timeout = int(p.parse_duration(raw, what="Upstash-Timeout"))
+            if not 1 <= timeout <= s.max_timeout_seconds:
+                raise BadRequest(
+                    f"invalid Upstash-Timeout {raw!r}: must be 1s to {s.max_timeout_seconds}s"
+                )
+        callback = headers.get(p.H_CALLBACK)
+        failure_callback = headers.get(p.H_FAILURE_CALLBACK)
+        for url, what in ((callback, "callback"), (failure_callback, "failure callback")):
+            if url is not None:
+                validate_url(url, allow_private=self.allow_private, what=what)
+        inherited = {p.H_RETRIES: str(retries)}
+        if retry_delay is not None:
+            inherited[p.H_RETRY_DELAY] = retry_delay
+        callback_headers = (
+            self._family(headers, p.CALLBACK_PREFIX, inherited, "callback") if callback else {}
+        )
+        failure_headers = (
+            self._family(headers, p.FAILURE_CALLBACK_PREFIX, inherited, "failure callback")
+            if failure_callback
+            else {}
+        )
+        return _Options(
+            method=method,
+            delay_ms=delay_ms,
+            not_before_ms=not_before_ms,
+            retries=retries,
+            retry_delay=retry_delay,
+            timeout=timeout,
+            callback=callback,
+            failure_callback=failure_callback,
+            callback_headers=callback_headers,
+            failure_callback_headers=failure_headers,
+            forwarded=_forwarded(headers, original),
+            dedup_id=headers.get(p.H_DEDUP_ID),
+            content_dedup=p.parse_bool(headers.get(p.H_CONTENT_DEDUP, "false")),
+            label=headers.get(p.H_LABEL),
+        )
+
+    def _family(
+        self, headers: dict[str, str], prefix: str, inherited: dict[str, str], what: str
+    ) -> dict[str, str]:
+        """`Upstash-Callback-<rest>` → the callback message's own `Upstash-<rest>` headers.
+
+        The callback inherits the message's retry settings unless its family overrides them;
+        the family is validated now so that a bad option fails the publish, not the callback.
+        """
+        family = dict(inherited)
+        for name, value in headers.items():
+            if name.startswith(prefix):
+                family[p.PREFIX + name[len(prefix) :]] = value
+        try:
+            self._options(family, list(family.items()))
+        except BadRequest as exc:
+            raise BadRequest(f"{what}: {exc.message}") from None
+        return family
+
+    # --- messages, logs, DLQ ----------------------------------------------------------------
+
+    async def get_message(self, message_id: str) -> Message:
+        message = await self.backend.get_message(message_id)
+        if message is None:
+            raise NotFound(f"message {message_id} not found")
+        return message
+
+    async def cancel(self, message_id: str) -> int:
+        """Cancel one message that has not finished; 404 if unknown, 400 if already finished."""
+        message = await self.get_message(message_id)
+        if message.state.final:
+            raise BadRequest(f"message {message_id} is already {message.state} and cannot be cancelled")
+        return len(await self.backend.cancel([message_id], self.clock.now_ms()))
+
+    async def list_events(self, query: EventQuery) -> Page:
+        return await self.backend.list_events(query)
+
+    async def list_dlq(self, query: DlqQuery) -> Page:
+        return await self.backend.list_dlq(query)
+
+    async def get_dlq(self, dlq_id: str) -> Any:
+        entry = await self.backend.get_dlq(dlq_id)
+        if entry is None:
+            raise NotFound(f"dlq message {dlq_id} not found")
+        return entry
+
+    async def delete_dlq(self, dlq_ids: Sequence[str]) -> int:
+        return await self.backend.delete_dlq(dlq_ids)
+
+
+def created_event(message: Message, now: int) -> Event:
+    """The CREATED event, with what the logs show of a new message."""
+    detail: dict[str, Any] = {
+        "method": message.method,
+        "maxRetries": message.max_retries,
+        "header": p.header_map(message.headers),
+        "body": p.b64(message.body),
+    }
+    if message.not_before > now:
+        detail["nextDeliveryTime"] = message.not_before
+    for key, value in (
+        ("callback", message.callback),
+        ("failureCallback", message.failure_callback),
+        ("retryDelayExpression", message.retry_delay),
+        ("retryDelayExpr", message.retry_delay),
+    ):
+        if value is not None:
+            detail[key] = value
+    return Event.of(message, MessageState.CREATED, now, **detail)
+
+
+def _forwarded(headers: dict[str, str], original: Headers) -> list[tuple[str, str]]:
+    """The headers delivered to the destination: `Upstash-Forward-*` (prefix stripped),
+    Content-Type, and with `Upstash-Header-Forward: true` every other non-relay header."""
+    forward_all = p.parse_bool(headers.get(p.H_HEADER_FORWARD, "false"))
+    result: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for name, value in original:
+        lower = name.lower()
+        if lower.startswith(p.FORWARD_PREFIX):
+            target = name[len(p.FORWARD_PREFIX) :]
+        elif lower == p.H_CONTENT_TYPE or (
+            forward_all and not lower.startswith(p.PREFIX) and lower not in _NOT_FORWARDED
+        ):
+            target = name
+        else:
+            continue
+        if target.lower() in seen:
+            continue
+        seen.add(target.lower())
+        result.append((target, headers.get(lower, value) if lower == p.H_CONTENT_TYPE else value))
+    return result
+
+
+def _digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _accepted_json(accepted: Accepted) -> dict[str, Any]:
+    answer: dict[str, Any] = {"messageId": accepted.message_id}
+    if accepted.deduplicated:
+        answer["deduplicated"] = True
+    return answer
+
+
+# --- credentials -------------------------------------------------------------------------------
+
+
+async def resolve_credentials(
+    settings: Settings, backend: Backend, *, dev: bool
+) -> tuple[str, SigningKeys]:
+    """The API token and signing keys.
+
+    Explicit settings win. Otherwise `relay dev` uses the QStash dev server's documented
+    credentials, and `relay serve` generates its own once per database and keeps them.
+    """
+    if dev:
+        token = settings.token or p.DEV_TOKEN
+        keys = SigningKeys(
+            settings.current_signing_key or p.DEV_CURRENT_SIGNING_KEY,
+            settings.next_signing_key or p.DEV_NEXT_SIGNING_KEY,
+        )
+        return token, keys
+    token = settings.token or await backend.put_setting(
+        "token", generate_key("rly_", 40), if_absent=True
+    )
+    fresh = generate_keys()
+    stored = json.loads(
+        await backend.put_setting(
+            "signing_keys", json.dumps([fresh.current, fresh.next]), if_absent=True
+        )
+    )
+    keys = SigningKeys(
+        settings.current_signing_key or stored[0], settings.next_signing_key or stored[1]
+    )
+    return token, keys
