@@ -53,8 +53,14 @@ def serve(
 
 
 def _settings(host: str | None, port: int | None, db: str | None) -> Settings:
-    given = {k: v for k, v in {"host": host, "port": port, "db": db}.items() if v is not None}
-    return Settings(**given)
+    settings = Settings()
+    if host is not None:
+        settings.host = host
+    if port is not None:
+        settings.port = port
+    if db is not None:
+        settings.db = db
+    return settings
 
 
 def _run(settings: Settings, *, dev: bool) -> None:

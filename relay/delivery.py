@@ -65,7 +65,9 @@ class Deliverer:
             error = f"timed out after {message.timeout}s"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return Attempt(status=None, headers=[], body=b"", error=error, duration_ms=_elapsed_ms(started))
+        return Attempt(
+            status=None, headers=[], body=b"", error=error, duration_ms=_elapsed_ms(started)
+        )
 
     def settle(self, message: Message, attempt: Attempt, now: int) -> Settlement:
         """The outcome of one attempt: delivered, retried later, or failed to the DLQ."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 from typing import Any
@@ -51,10 +52,8 @@ def validate_url(url: str, *, allow_private: bool, what: str = "destination") ->
         raise BadRequest(f"invalid {what} url {url!r}: contains whitespace")
     if not allow_private:
         private = host == "localhost" or host.endswith(".localhost")
-        try:
+        with contextlib.suppress(ValueError):  # a name: checked again when it resolves
             private = private or _is_private(host)
-        except ValueError:
-            pass  # a name: checked again when it resolves
         if private:
             raise BadRequest(
                 f"invalid {what} url {url!r}: private, loopback and link-local addresses are "

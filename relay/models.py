@@ -81,7 +81,9 @@ class Event:
     message_id: str
     state: MessageState
     url: str
-    detail: dict[str, Any] = field(default_factory=dict)  # wire-named extras (error, responseStatus…)
+    detail: dict[str, Any] = field(
+        default_factory=dict
+    )  # wire-named extras (error, responseStatus…)
     seq: int = 0  # assigned by the backend; orders events and makes the cursor
 
     @classmethod

@@ -83,12 +83,19 @@ class PayloadTooLarge(ApiError):
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
 _UNIT_SECONDS = {
-    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
 }
 
 
 def parse_duration(text: str, *, what: str = "duration") -> float:
-    """Seconds in ``5s``, ``2m``, ``1h30m``, ``7d`` or a bare number of seconds; BadRequest if not."""
+    """Seconds in ``5s``, ``2m``, ``1h30m``, ``7d`` or a bare number; BadRequest if not."""
     value = text.strip()
     if re.fullmatch(r"\d+", value):
         return float(value)
@@ -99,7 +106,9 @@ def parse_duration(text: str, *, what: str = "duration") -> float:
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
     if pos == 0 or pos != len(value):
-        raise BadRequest(f"invalid {what} {text!r}: use a number with a unit, like 10s, 5m, 2h or 7d")
+        raise BadRequest(
+            f"invalid {what} {text!r}: use a number with a unit, like 10s, 5m, 2h or 7d"
+        )
     return total
 
 

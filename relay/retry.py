@@ -125,6 +125,7 @@ def _validate(node: ast.expr, source: str) -> None:
 
 def _evaluate(node: ast.expr, retried: float) -> float:
     if isinstance(node, ast.Constant):
+        assert isinstance(node.value, int | float)
         return float(node.value)
     if isinstance(node, ast.Name):
         return retried
@@ -188,7 +189,8 @@ def classify(status: int | None, headers: Iterable[tuple[str, str]]) -> Outcome:
     if status is not None and 200 <= status < 300:
         return Outcome.DELIVERED
     if status == NON_RETRYABLE_STATUS and any(
-        name.lower() == "upstash-nonretryable-error" and parse_bool(value) for name, value in headers
+        name.lower() == "upstash-nonretryable-error" and parse_bool(value)
+        for name, value in headers
     ):
         return Outcome.NON_RETRYABLE
     return Outcome.RETRYABLE

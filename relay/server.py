@@ -59,7 +59,12 @@ class EmbeddedRelay:
         token, keys = await resolve_credentials(s, self.backend, dev=self.dev)
         allow_private = self.dev or s.allow_private_destinations
         self.service = RelayService(
-            self.backend, s, keys=keys, token=token, clock=self.clock, ids=self.ids,
+            self.backend,
+            s,
+            keys=keys,
+            token=token,
+            clock=self.clock,
+            ids=self.ids,
             allow_private=allow_private,
         )
         connector = aiohttp.TCPConnector(

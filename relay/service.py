@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,14 +21,26 @@ from relay.retry import RetryDelay
 from relay.signing import SigningKeys, generate_key, generate_keys
 
 Headers = Sequence[tuple[str, str]]
+_GROUP_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 # Headers never forwarded by `Upstash-Header-Forward: true`: hop-by-hop, the caller's credentials,
 # and what the relay sets itself.
 _NOT_FORWARDED = frozenset(
     {
-        "authorization", "host", "content-length", "connection", "keep-alive", "transfer-encoding",
-        "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection", "expect",
-        "accept-encoding", "user-agent",
+        "authorization",
+        "host",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+        "expect",
+        "accept-encoding",
+        "user-agent",
     }
 )
 
@@ -134,6 +147,10 @@ class RelayService:
         if not destination:
             raise BadRequest("destination is missing: publish to /v2/publish/<url>")
         if not is_url(destination):
+            if not _GROUP_NAME.fullmatch(destination):
+                raise BadRequest(
+                    f"invalid destination {destination!r}: not an http(s) url or a url group name"
+                )
             raise NotFound(f"url group {destination!r} not found")
         validate_url(destination, allow_private=self.allow_private)
         if len(request.body) > self.settings.max_body_bytes:
@@ -192,7 +209,7 @@ class RelayService:
         self, url: str, headers: Mapping[str, str], body: bytes, *, now: int
     ) -> Message:
         """A callback or failure-callback message: published through the same rules."""
-        options = self._options(dict(headers), list(headers.items()))
+        options = self._options(p.lower_headers(headers), list(headers.items()))
         return self.build_message(url, options, body, now=now)
 
     def _options(self, headers: dict[str, str], original: Headers) -> _Options:
@@ -200,7 +217,9 @@ class RelayService:
         s = self.settings
         method = headers.get(p.H_METHOD, "POST").strip().upper()
         if method not in p.METHODS:
-            raise BadRequest(f"invalid method {method!r}: use one of {', '.join(sorted(p.METHODS))}")
+            raise BadRequest(
+                f"invalid method {method!r}: use one of {', '.join(sorted(p.METHODS))}"
+            )
         not_before_ms = delay_ms = None
         if (raw := headers.get(p.H_NOT_BEFORE)) is not None:
             not_before_ms = p.parse_int(raw, what="Upstash-Not-Before") * 1000
@@ -233,10 +252,10 @@ class RelayService:
         if retry_delay is not None:
             inherited[p.H_RETRY_DELAY] = retry_delay
         callback_headers = (
-            self._family(headers, p.CALLBACK_PREFIX, inherited, "callback") if callback else {}
+            self._family(original, p.CALLBACK_PREFIX, inherited, "callback") if callback else {}
         )
         failure_headers = (
-            self._family(headers, p.FAILURE_CALLBACK_PREFIX, inherited, "failure callback")
+            self._family(original, p.FAILURE_CALLBACK_PREFIX, inherited, "failure callback")
             if failure_callback
             else {}
         )
@@ -258,7 +277,7 @@ class RelayService:
         )
 
     def _family(
-        self, headers: dict[str, str], prefix: str, inherited: dict[str, str], what: str
+        self, original: Headers, prefix: str, inherited: dict[str, str], what: str
     ) -> dict[str, str]:
         """`Upstash-Callback-<rest>` → the callback message's own `Upstash-<rest>` headers.
 
@@ -266,11 +285,11 @@ class RelayService:
         the family is validated now so that a bad option fails the publish, not the callback.
         """
         family = dict(inherited)
-        for name, value in headers.items():
-            if name.startswith(prefix):
-                family[p.PREFIX + name[len(prefix) :]] = value
+        for name, value in original:
+            if name.lower().startswith(prefix):
+                family["Upstash-" + name[len(prefix) :]] = value
         try:
-            self._options(family, list(family.items()))
+            self._options(p.lower_headers(family), list(family.items()))
         except BadRequest as exc:
             raise BadRequest(f"{what}: {exc.message}") from None
         return family
@@ -287,7 +306,9 @@ class RelayService:
         """Cancel one message that has not finished; 404 if unknown, 400 if already finished."""
         message = await self.get_message(message_id)
         if message.state.final:
-            raise BadRequest(f"message {message_id} is already {message.state} and cannot be cancelled")
+            raise BadRequest(
+                f"message {message_id} is already {message.state} and cannot be cancelled"
+            )
         return len(await self.backend.cancel([message_id], self.clock.now_ms()))
 
     async def list_events(self, query: EventQuery) -> Page:

@@ -56,7 +56,7 @@ def _b64url_decode(text: str) -> bytes:
 
 
 def body_hash(body: bytes) -> str:
-    """The ``body`` claim: base64url SHA-256 of the raw bytes, with ``=`` padding as QStash sends it."""
+    """The ``body`` claim: base64url SHA-256 of the raw bytes, ``=``-padded as QStash sends it."""
     return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode("ascii")
 
 
@@ -140,7 +140,9 @@ def _check_claims(
     if isinstance(nbf, int | float) and current < nbf - clock_tolerance:
         raise SignatureError(f"token not valid before {int(nbf)} (now {int(current)})")
     if url is not None and claims.get("sub") != url:
-        raise SignatureError(f"URL mismatch: token is for {claims.get('sub')!r}, request is {url!r}")
+        raise SignatureError(
+            f"URL mismatch: token is for {claims.get('sub')!r}, request is {url!r}"
+        )
     claimed = claims.get("body")
     if not isinstance(claimed, str):
         raise SignatureError("token has no body hash")

@@ -45,7 +45,9 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def relay(backend: Backend, clock: ManualClock, tmp_path: Path) -> AsyncIterator[EmbeddedRelay]:
+async def relay(
+    backend: Backend, clock: ManualClock, tmp_path: Path
+) -> AsyncIterator[EmbeddedRelay]:
     settings = Settings(port=0, db=str(tmp_path / "relay.db"), poll_interval_seconds=0.05)
     server = EmbeddedRelay(settings, dev=True, backend=backend, clock=clock)
     server.clock = clock
@@ -90,14 +92,18 @@ class Receiver:
     def at(self, path: str) -> list[Received]:
         return [r for r in self.requests if r.path == path]
 
-    async def wait_for(self, count: int, path: str | None = None, timeout: float = 10) -> list[Received]:
+    async def wait_for(
+        self, count: int, path: str | None = None, timeout: float = 10
+    ) -> list[Received]:
         """Wait until ``count`` requests (to ``path``) have arrived; returns them."""
 
         def matching() -> list[Received]:
             return [r for r in self.requests if path is None or r.path == path]
 
         async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: len(matching()) >= count), timeout)
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: len(matching()) >= count), timeout
+            )
         return matching()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

@@ -208,7 +208,9 @@ class SqliteBackend:
         await asyncio.to_thread(self._conn.start)
         # We are the only process on this file: leases held by a crashed predecessor are void.
         await self._conn.run(
-            lambda c: c.execute("UPDATE dispatch SET receipt = NULL WHERE receipt IS NOT NULL")
+            lambda c: c.execute(
+                "UPDATE dispatch SET receipt = NULL, visible_at = 0 WHERE receipt IS NOT NULL"
+            )
         )
 
     async def close(self) -> None:
@@ -230,7 +232,9 @@ class SqliteBackend:
         def op(c: sqlite3.Connection) -> str:
             verb = "INSERT OR IGNORE" if if_absent else "INSERT OR REPLACE"
             c.execute(f"{verb} INTO settings (name, value) VALUES (?, ?)", (name, value))
-            return str(c.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0])
+            return str(
+                c.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0]
+            )
 
         return await self._conn.run(op)
 
@@ -248,19 +252,27 @@ class SqliteBackend:
         def op(c: sqlite3.Connection) -> list[Lease]:
             token = secrets.token_hex(8)
             until = now + visibility
-            taken = c.execute(
-                "UPDATE dispatch SET visible_at = ?, receipt = ? || message_id WHERE message_id IN"
-                " (SELECT message_id FROM dispatch WHERE visible_at <= ?"
-                "  ORDER BY visible_at LIMIT ?) RETURNING message_id, receipt",
-                (until, token, now, limit),
-            ).fetchall()
-            if not taken:
+            due = [
+                row[0]
+                for row in c.execute(
+                    "SELECT message_id FROM dispatch WHERE visible_at <= ?"
+                    " ORDER BY visible_at LIMIT ?",
+                    (now, limit),
+                )
+            ]
+            if not due:
                 return []
-            receipts = dict(taken)
+            c.executemany(
+                "UPDATE dispatch SET visible_at = ?, receipt = ? WHERE message_id = ?",
+                [(until, token + mid, mid) for mid in due],
+            )
+            receipts = {mid: token + mid for mid in due}
             leases = []
-            for message in _load_messages(c, list(receipts)):
+            for message in _load_messages(c, due):
                 message.state = MessageState.ACTIVE
-                leases.append(Lease(message=message, receipt=receipts[message.id], visible_until=until))
+                leases.append(
+                    Lease(message=message, receipt=receipts[message.id], visible_until=until)
+                )
             c.executemany(
                 "UPDATE messages SET state = 'ACTIVE', updated_at = ? WHERE id = ?",
                 [(now, lease.message.id) for lease in leases],
@@ -355,7 +367,11 @@ class SqliteBackend:
             ).fetchall()
             items = [
                 Event(
-                    seq=seq, time=time, message_id=mid, state=MessageState(state), url=url,
+                    seq=seq,
+                    time=time,
+                    message_id=mid,
+                    state=MessageState(state),
+                    url=url,
                     detail=json.loads(detail),
                 )
                 for seq, time, mid, state, url, detail in rows[: query.count]
@@ -396,7 +412,9 @@ class SqliteBackend:
 
     async def get_dlq(self, dlq_id: str) -> DlqEntry | None:
         def op(c: sqlite3.Connection) -> DlqEntry | None:
-            row = c.execute(f"SELECT {_DLQ_COLUMNS} FROM dlq WHERE dlq_id = ?", (dlq_id,)).fetchone()
+            row = c.execute(
+                f"SELECT {_DLQ_COLUMNS} FROM dlq WHERE dlq_id = ?", (dlq_id,)
+            ).fetchone()
             return None if row is None else _dlq_from_row(row)
 
         return await self._conn.run(op)
@@ -449,7 +467,9 @@ def _accept(
         [(m.id, m.not_before) for m in stored],
     )
     kept = {m.id for m in stored}
-    _insert_events(c, [e for e in events if e.message_id in kept or e.state != MessageState.CREATED])
+    _insert_events(
+        c, [e for e in events if e.message_id in kept or e.state != MessageState.CREATED]
+    )
     return results
 
 
@@ -459,8 +479,14 @@ def _insert_events(c: sqlite3.Connection, events: Sequence[Event]) -> None:
         " label, detail) VALUES (?,?,?,?,?,?,?,?,?)",
         [
             (
-                e.time, e.message_id, str(e.state), e.url, e.detail.get("topicName"),
-                e.detail.get("queueName"), e.detail.get("scheduleId"), e.detail.get("label"),
+                e.time,
+                e.message_id,
+                str(e.state),
+                e.url,
+                e.detail.get("topicName"),
+                e.detail.get("queueName"),
+                e.detail.get("scheduleId"),
+                e.detail.get("label"),
                 json.dumps(e.detail),
             )
             for e in events
@@ -496,8 +522,17 @@ def _insert_dlq(c: sqlite3.Connection, entry: DlqEntry) -> None:
         " response_status, failed_at, record, body, response, response_body)"
         " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
-            entry.dlq_id, m.id, m.url, m.topic_name, m.queue_name, m.schedule_id, m.label,
-            entry.response_status, entry.failed_at, json.dumps(m.to_record()), m.body,
+            entry.dlq_id,
+            m.id,
+            m.url,
+            m.topic_name,
+            m.queue_name,
+            m.schedule_id,
+            m.label,
+            entry.response_status,
+            entry.failed_at,
+            json.dumps(m.to_record()),
+            m.body,
             json.dumps({"headers": entry.response_headers, "error": entry.error}),
             entry.response_body,
         ),

@@ -335,7 +335,7 @@ async def delete_dlq_many(
         try:
             ids += list(json.loads(request.body).get("dlqIds") or [])
         except (ValueError, AttributeError):
-            raise BadRequest("body must be JSON like {\"dlqIds\": [...]}") from None
+            raise BadRequest('body must be JSON like {"dlqIds": [...]}') from None
     if not ids:
         raise BadRequest("give the DLQ ids to delete as dlqIds")
     return ApiResponse.json({"deleted": await service.delete_dlq(ids)})

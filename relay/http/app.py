@@ -16,8 +16,9 @@ def create_app(service: RelayService, *, max_request_bytes: int) -> web.Applicat
     """
 
     async def entry(request: web.Request) -> web.StreamResponse:
-        body = await request.content.read(max_request_bytes + 1)
-        if len(body) > max_request_bytes:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
             answer = ApiResponse.json(
                 {"error": f"request body is over the limit of {max_request_bytes} bytes"}, 413
             )
@@ -36,6 +37,6 @@ def create_app(service: RelayService, *, max_request_bytes: int) -> web.Applicat
             )
         return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
-    app = web.Application(client_max_size=max_request_bytes + 1)
+    app = web.Application(client_max_size=max_request_bytes)
     app.router.add_route("*", "/{tail:.*}", entry)
     return app

@@ -66,7 +66,7 @@ async def test_delay_waits_for_the_clock(
     relay: EmbeddedRelay, clock: ManualClock, api: Api, receiver: Receiver
 ) -> None:
     message_id = await api.publish(receiver.url("/later"), "x", headers={"Upstash-Delay": "2m"})
-    status, message = await api.call("GET", f"/v2/messages/{message_id}")
+    _status, message = await api.call("GET", f"/v2/messages/{message_id}")
     assert message["notBefore"] == message["createdAt"] + 120_000
     clock.advance(119_000)
     relay.worker.notify()
@@ -84,7 +84,7 @@ async def test_not_before_wins_over_delay(
     message_id = await api.publish(
         receiver.url("/nb"), "x", headers={"Upstash-Not-Before": str(at), "Upstash-Delay": "1s"}
     )
-    status, message = await api.call("GET", f"/v2/messages/{message_id}")
+    _status, message = await api.call("GET", f"/v2/messages/{message_id}")
     assert message["notBefore"] == at * 1000
 
 

@@ -13,7 +13,7 @@ from tests.conftest import Api, Receiver
 
 
 async def _next_delivery(api: Api, message_id: str) -> int:
-    retry = [e for e in await api.events(messageId=message_id) if e["state"] == "RETRY"][0]
+    retry = next(e for e in await api.events(messageId=message_id) if e["state"] == "RETRY")
     return int(retry["nextDeliveryTime"] - retry["time"])
 
 
@@ -64,7 +64,9 @@ async def test_custom_retry_delay_expression(
 async def test_retry_after_is_honoured(
     relay: EmbeddedRelay, clock: ManualClock, api: Api, receiver: Receiver
 ) -> None:
-    receiver.respond("/busy", lambda r: web.Response(status=429, headers={"Retry-After": "42"}), 200)
+    receiver.respond(
+        "/busy", lambda r: web.Response(status=429, headers={"Retry-After": "42"}), 200
+    )
     message_id = await api.publish(receiver.url("/busy"), "x")
     await api.wait_state(message_id, "RETRY")
     assert await _next_delivery(api, message_id) == 42_000
@@ -92,7 +94,7 @@ async def test_non_retryable_489_fails_at_once(api: Api, receiver: Receiver) -> 
     message_id = await api.publish(receiver.url("/nope"), "x", headers={"Upstash-Retries": "5"})
     await api.wait_state(message_id, "FAILED")
     assert len(receiver.at("/nope")) == 1
-    status, dlq = await api.call("GET", "/v2/dlq", params={"messageId": message_id})
+    _status, dlq = await api.call("GET", "/v2/dlq", params={"messageId": message_id})
     [entry] = dlq["messages"]
     assert entry["responseStatus"] == 489
     assert entry["responseBody"] == "bad input"
@@ -109,7 +111,9 @@ async def test_exhausted_message_goes_to_dlq(
 ) -> None:
     receiver.respond("/down", lambda r: web.Response(status=500, text="boom"))
     message_id = await api.publish(
-        receiver.url("/down"), "payload", headers={"Upstash-Retries": "2", "Upstash-Retry-Delay": "10"}
+        receiver.url("/down"),
+        "payload",
+        headers={"Upstash-Retries": "2", "Upstash-Retry-Delay": "10"},
     )
     for attempt in (1, 2, 3):
         await receiver.wait_for(attempt, "/down")

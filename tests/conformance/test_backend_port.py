@@ -1,0 +1,92 @@
+"""The backend port itself: leases expire and come back, settlement needs the live receipt."""
+
+from __future__ import annotations
+
+from relay.backends.base import Backend
+from relay.models import Event, Message, MessageState, Settlement
+
+T0 = 1_800_000_000_000
+
+
+def _message(message_id: str, due: int = T0) -> Message:
+    return Message(
+        id=message_id,
+        url="https://example.com/x",
+        method="POST",
+        body=b"b",
+        headers=[],
+        max_retries=3,
+        timeout=30,
+        not_before=due,
+        created_at=T0,
+    )
+
+
+def _delivered(message: Message, now: int) -> Settlement:
+    return Settlement(
+        state=MessageState.DELIVERED,
+        retried=0,
+        next_due=None,
+        events=[Event.of(message, MessageState.DELIVERED, now)],
+    )
+
+
+async def test_unsettled_lease_expires_and_comes_back(backend: Backend) -> None:
+    await backend.open()
+    try:
+        message = _message("msg_a")
+        await backend.accept([message], [], T0, 0)
+        [first] = await backend.lease(T0, 10, visibility=1000)
+        assert first.message.id == "msg_a" and first.message.state == MessageState.ACTIVE
+        assert await backend.lease(T0 + 999, 10, visibility=1000) == []
+        [second] = await backend.lease(T0 + 1000, 10, visibility=1000)
+        assert second.receipt != first.receipt
+        # the first holder lost its lease: its outcome is not stored
+        assert not await backend.settle(first, _delivered(message, T0 + 1001), T0 + 1001)
+        assert await backend.settle(second, _delivered(message, T0 + 1002), T0 + 1002)
+        stored = await backend.get_message("msg_a")
+        assert stored is not None and stored.state == MessageState.DELIVERED
+        assert await backend.lease(T0 + 10**9, 10, visibility=1000) == []
+    finally:
+        await backend.close()
+
+
+async def test_lease_takes_due_messages_in_due_order(backend: Backend) -> None:
+    await backend.open()
+    try:
+        await backend.accept(
+            [
+                _message("msg_late", T0 + 50),
+                _message("msg_early", T0 + 10),
+                _message("msg_future", T0 + 10**6),
+            ],
+            [],
+            T0,
+            0,
+        )
+        assert await backend.next_due() == T0 + 10
+        leases = await backend.lease(T0 + 100, 10, visibility=1000)
+        assert [lease.message.id for lease in leases] == ["msg_early", "msg_late"]
+        assert [lease.message.id for lease in await backend.lease(T0 + 100, 10, 1000)] == []
+    finally:
+        await backend.close()
+
+
+async def test_retry_settlement_re_times_the_message(backend: Backend) -> None:
+    await backend.open()
+    try:
+        message = _message("msg_r")
+        await backend.accept([message], [], T0, 0)
+        [lease] = await backend.lease(T0, 1, visibility=1000)
+        retry = Settlement(
+            state=MessageState.RETRY,
+            retried=1,
+            next_due=T0 + 5000,
+            events=[Event.of(message, MessageState.RETRY, T0)],
+        )
+        assert await backend.settle(lease, retry, T0)
+        assert await backend.lease(T0 + 4999, 1, visibility=1000) == []
+        [again] = await backend.lease(T0 + 5000, 1, visibility=1000)
+        assert again.message.retried == 1
+    finally:
+        await backend.close()
