@@ -36,7 +36,7 @@ _FUNCTIONS: dict[str, tuple[int, Callable[..., float]]] = {
     "abs": (1, abs),
     "floor": (1, math.floor),
     "ceil": (1, math.ceil),
-    "round": (1, round),
+    "round": (1, lambda x: math.copysign(math.floor(abs(x) + 0.5), x)),  # half away from 0
     "min": (2, min),
     "max": (2, max),
 }

@@ -1,0 +1,43 @@
+"""`relay serve`: its own credentials per database, kept across restarts; private destinations
+refused; a clean exit on SIGTERM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+
+from relay.protocol import DEV_TOKEN
+from tests.e2e.process import RelayProcess
+
+
+async def test_serve_credentials_policy_and_shutdown(tmp_path: Path) -> None:
+    db = tmp_path / "prod.db"
+    first = RelayProcess(db, command="serve").start()
+    try:
+        env = first.env
+        assert env["QSTASH_TOKEN"] != DEV_TOKEN and len(env["QSTASH_TOKEN"]) > 30
+        assert env["QSTASH_CURRENT_SIGNING_KEY"].startswith("sig_")
+        assert env["QSTASH_CURRENT_SIGNING_KEY"] != env["QSTASH_NEXT_SIGNING_KEY"]
+        headers = {"Authorization": f"Bearer {env['QSTASH_TOKEN']}"}
+        async with aiohttp.ClientSession() as session:
+            for url in ("http://127.0.0.1:9/x", "http://169.254.169.254/", "http://10.0.0.8/"):
+                async with session.post(
+                    f"{first.url}/v2/publish/{url}", data="x", headers=headers
+                ) as response:
+                    assert response.status == 400
+                    assert "private" in (await response.json())["error"]
+            async with session.post(
+                f"{first.url}/v2/publish/https://example.com/",
+                data="x",
+                headers={"Authorization": f"Bearer {DEV_TOKEN}"},
+            ) as response:
+                assert response.status == 401
+    finally:
+        assert first.stop() == 0  # SIGTERM: a clean exit
+    assert any("shutting down" in line for line in first.output)
+    second = RelayProcess(db, command="serve").start()
+    try:
+        assert second.env == {**env, "QSTASH_URL": f"http://localhost:{second.port}"}
+    finally:
+        assert second.stop() == 0
