@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import replace
@@ -51,7 +52,7 @@ class Deliverer:
                 headers=headers,
                 skip_auto_headers=("Content-Type",),
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=message.timeout),
+                timeout=_timeout(message.timeout),
             ) as response:
                 body = await response.content.read(limit)
                 return Attempt(
@@ -188,6 +189,11 @@ def _response_detail(attempt: Attempt) -> dict[str, Any]:
     return detail
 
 
+@functools.lru_cache(maxsize=64)
+def _timeout(seconds: int) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
+
+
 def _elapsed_ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
@@ -235,7 +241,7 @@ class DeliveryWorker:
             if free > 0 and len(leases) == free:
                 continue  # there may be more due right now
             timeout = self.poll_interval
-            if free > 0:
+            if free > 0 and not leases:
                 with contextlib.suppress(Exception):
                     due = await backend.next_due()
                     if due is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -59,9 +59,7 @@ class Message:
 
     def to_record(self) -> dict[str, Any]:
         """Everything but the body, JSON-ready (backends store the body as bytes beside it)."""
-        record = asdict(self)
-        del record["body"]
-        record["headers"] = [list(pair) for pair in self.headers]
+        record = {name: getattr(self, name) for name in _RECORD_FIELDS}
         record["state"] = str(self.state)
         return record
 
@@ -71,6 +69,9 @@ class Message:
         data["headers"] = [(str(k), str(v)) for k, v in data["headers"]]
         data["state"] = MessageState(data["state"])
         return cls(body=body, **data)
+
+
+_RECORD_FIELDS = [f.name for f in fields(Message) if f.name != "body"]
 
 
 @dataclass(slots=True)

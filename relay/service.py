@@ -333,7 +333,6 @@ def created_event(message: Message, now: int) -> Event:
         "method": message.method,
         "maxRetries": message.max_retries,
         "header": p.header_map(message.headers),
-        "body": p.b64(message.body),
     }
     if message.not_before > now:
         detail["nextDeliveryTime"] = message.not_before

@@ -9,16 +9,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from relay.clock import random_id
+
 ISSUER = "Upstash"
 TOKEN_LIFETIME = 300  # seconds; QStash tokens live five minutes
 _HEADER = b'{"alg":"HS256","typ":"JWT"}'
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
 class SignatureError(Exception):
@@ -39,7 +41,7 @@ class SigningKeys:
 
 def generate_key(prefix: str = "sig_", length: int = 28) -> str:
     """A random key shaped like QStash's: ``sig_`` + 28 base58 characters."""
-    return prefix + "".join(secrets.choice(_B58) for _ in range(length))
+    return random_id(prefix, length)
 
 
 def generate_keys() -> SigningKeys:
@@ -61,6 +63,9 @@ def body_hash(body: bytes) -> str:
 
 
 _ENCODED_HEADER = b64url(_HEADER)
+# Token ids: unique per process start, then a counter (no system call per signature).
+_JTI_PREFIX = "jwt_" + secrets.token_hex(8)
+_jti_counter = itertools.count()
 
 
 def sign(
@@ -80,7 +85,7 @@ def sign(
         "iat": iat,
         "nbf": 0,  # as hosted QStash does: immune to clock skew between relay and receiver
         "exp": iat + lifetime,
-        "jti": jti or "jwt_" + secrets.token_hex(12),
+        "jti": jti or f"{_JTI_PREFIX}{next(_jti_counter):x}",
         "body": body_hash(body),
     }
     payload = b64url(json.dumps(claims, separators=(",", ":")).encode())

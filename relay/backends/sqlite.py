@@ -33,7 +33,9 @@ from relay.models import (
 )
 
 T = TypeVar("T")
-_Op = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_Op = tuple[
+    Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop, bool
+]
 _GROUP_LIMIT = 256
 
 SCHEMA = """
@@ -43,15 +45,12 @@ CREATE TABLE IF NOT EXISTS messages (
     retried INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
+    visible_at INTEGER,  -- pending: due (or leased) until then; NULL once finished
+    receipt TEXT,  -- the live lease's receipt
     record TEXT NOT NULL,
     body BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS dispatch (
-    message_id TEXT PRIMARY KEY,
-    visible_at INTEGER NOT NULL,
-    receipt TEXT
-);
-CREATE INDEX IF NOT EXISTS dispatch_visible ON dispatch (visible_at);
+CREATE INDEX IF NOT EXISTS messages_due ON messages (visible_at) WHERE visible_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     time INTEGER NOT NULL,
@@ -100,15 +99,22 @@ class DatabaseInUse(RuntimeError):
 
 
 class _Connection:
-    """One SQLite connection on its own thread; operations are grouped into transactions."""
+    """One SQLite connection on its own thread; operations are grouped into transactions.
+
+    An operation marked not ``durable`` (a lease, a settlement) may be committed without an
+    fsync: losing it to a power cut only means a redelivery. A durable one (an accepted
+    message, a cancel) makes its whole group commit with the configured ``synchronous``, and in
+    WAL mode that fsync also covers every earlier commit.
+    """
 
     def __init__(self, path: str, synchronous: str) -> None:
         self._path = path
-        self._synchronous = synchronous
+        self._synchronous = synchronous.upper()
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="relay-sqlite", daemon=True)
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._current_sync = ""
 
     def start(self) -> None:
         self._thread.start()
@@ -120,17 +126,16 @@ class _Connection:
         self._queue.put(None)
         self._thread.join()
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, future, loop))
+        self._queue.put((fn, future, loop, durable))
         return await future
 
     def _serve(self) -> None:
         try:
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(SCHEMA)
         except BaseException as exc:  # reported to start()
@@ -152,39 +157,48 @@ class _Connection:
                     self._queue.put(None)
                     break
                 group.append(nxt)
-            self._commit(conn, group)
+            results = self._commit(conn, group)
+            if len(group) > 1 and any(error is not None for _, error in results):
+                # One operation failed and took its group down: run each on its own.
+                results = [self._commit(conn, [one])[0] for one in group]
+            _deliver_results(group, results)
         conn.close()
 
-    @staticmethod
-    def _commit(conn: sqlite3.Connection, group: list[_Op]) -> None:
-        results: list[tuple[Any, BaseException | None]] = []
+    def _commit(
+        self, conn: sqlite3.Connection, group: list[_Op]
+    ) -> list[tuple[Any, BaseException | None]]:
+        sync = self._synchronous if any(op[3] for op in group) else "NORMAL"
+        if sync != self._current_sync:
+            conn.execute(f"PRAGMA synchronous={sync}")
+            self._current_sync = sync
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, _, _ in group:
-                conn.execute("SAVEPOINT op")
-                try:
-                    results.append((fn(conn), None))
-                    conn.execute("RELEASE op")
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((None, exc))
+            values = [fn(conn) for fn, _, _, _ in group]
             conn.execute("COMMIT")
-        except Exception as exc:  # the commit itself failed: every operation failed with it
+        except Exception as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            results = [(None, exc) for _ in group]
-        for (_, future, loop), (value, error) in zip(group, results, strict=True):
-            loop.call_soon_threadsafe(_resolve, future, value, error)
+            return [(None, exc)] * len(group)
+        return [(value, None) for value in values]
 
 
-def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)
+def _deliver_results(group: list[_Op], results: list[tuple[Any, BaseException | None]]) -> None:
+    """Resolve each operation's future on its loop: one wake-up per loop, not one per future."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
+    for (_, future, loop, _), (value, error) in zip(group, results, strict=True):
+        by_loop.setdefault(loop, []).append((future, value, error))
+    for loop, items in by_loop.items():
+        loop.call_soon_threadsafe(_resolve_all, items)
+
+
+def _resolve_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in items:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
 
 
 class SqliteBackend:
@@ -209,7 +223,7 @@ class SqliteBackend:
         # We are the only process on this file: leases held by a crashed predecessor are void.
         await self._conn.run(
             lambda c: c.execute(
-                "UPDATE dispatch SET receipt = NULL, visible_at = 0 WHERE receipt IS NOT NULL"
+                "UPDATE messages SET receipt = NULL, visible_at = 0 WHERE receipt IS NOT NULL"
             )
         )
 
@@ -226,7 +240,7 @@ class SqliteBackend:
             row = c.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
             return None if row is None else str(row[0])
 
-        return await self._conn.run(op)
+        return await self._conn.run(op, durable=False)
 
     async def put_setting(self, name: str, value: str, *, if_absent: bool = False) -> str:
         def op(c: sqlite3.Connection) -> str:
@@ -255,7 +269,7 @@ class SqliteBackend:
             due = [
                 row[0]
                 for row in c.execute(
-                    "SELECT message_id FROM dispatch WHERE visible_at <= ?"
+                    "SELECT id FROM messages WHERE visible_at IS NOT NULL AND visible_at <= ?"
                     " ORDER BY visible_at LIMIT ?",
                     (now, limit),
                 )
@@ -263,8 +277,9 @@ class SqliteBackend:
             if not due:
                 return []
             c.executemany(
-                "UPDATE dispatch SET visible_at = ?, receipt = ? WHERE message_id = ?",
-                [(until, token + mid, mid) for mid in due],
+                "UPDATE messages SET visible_at = ?, receipt = ?, state = 'ACTIVE', updated_at = ?"
+                " WHERE id = ?",
+                [(until, token + mid, now, mid) for mid in due],
             )
             receipts = {mid: token + mid for mid in due}
             leases = []
@@ -273,44 +288,37 @@ class SqliteBackend:
                 leases.append(
                     Lease(message=message, receipt=receipts[message.id], visible_until=until)
                 )
-            c.executemany(
-                "UPDATE messages SET state = 'ACTIVE', updated_at = ? WHERE id = ?",
-                [(now, lease.message.id) for lease in leases],
-            )
             _insert_events(
                 c, [Event.of(lease.message, MessageState.ACTIVE, now) for lease in leases]
             )
             return leases
 
-        return await self._conn.run(op)
+        return await self._conn.run(op, durable=False)
 
     async def settle(self, lease: Lease, settlement: Settlement, now: int) -> bool:
         message = lease.message
 
         def op(c: sqlite3.Connection) -> bool:
-            row = c.execute(
-                "SELECT receipt FROM dispatch WHERE message_id = ?", (message.id,)
-            ).fetchone()
-            if row is None or row[0] != lease.receipt:
+            updated = c.execute(
+                "UPDATE messages SET state = ?, retried = ?, updated_at = ?, visible_at = ?,"
+                " receipt = NULL WHERE id = ? AND receipt = ?",
+                (
+                    str(settlement.state),
+                    settlement.retried,
+                    now,
+                    settlement.next_due if settlement.state == MessageState.RETRY else None,
+                    message.id,
+                    lease.receipt,
+                ),
+            ).rowcount
+            if not updated:
                 return False
-            if settlement.state == MessageState.RETRY:
-                assert settlement.next_due is not None
-                c.execute(
-                    "UPDATE dispatch SET visible_at = ?, receipt = NULL WHERE message_id = ?",
-                    (settlement.next_due, message.id),
-                )
-            else:
-                c.execute("DELETE FROM dispatch WHERE message_id = ?", (message.id,))
-            c.execute(
-                "UPDATE messages SET state = ?, retried = ?, updated_at = ? WHERE id = ?",
-                (str(settlement.state), settlement.retried, now, message.id),
-            )
             if settlement.dlq is not None:
                 _insert_dlq(c, settlement.dlq)
             _accept(c, settlement.follow_ups, settlement.events, now, 0)
             return True
 
-        return await self._conn.run(op)
+        return await self._conn.run(op, durable=False)
 
     async def cancel(self, message_ids: Sequence[str], now: int) -> list[str]:
         def op(c: sqlite3.Connection) -> list[str]:
@@ -318,9 +326,9 @@ class SqliteBackend:
             for message in _load_messages(c, list(message_ids)):
                 if message.state.final:
                     continue
-                c.execute("DELETE FROM dispatch WHERE message_id = ?", (message.id,))
                 c.execute(
-                    "UPDATE messages SET state = 'CANCELED', updated_at = ? WHERE id = ?",
+                    "UPDATE messages SET state = 'CANCELED', updated_at = ?, visible_at = NULL,"
+                    " receipt = NULL WHERE id = ?",
                     (now, message.id),
                 )
                 _insert_events(c, [Event.of(message, MessageState.CANCELED, now)])
@@ -330,15 +338,15 @@ class SqliteBackend:
         return await self._conn.run(op)
 
     async def get_message(self, message_id: str) -> Message | None:
-        found = await self._conn.run(lambda c: _load_messages(c, [message_id]))
+        found = await self._conn.run(lambda c: _load_messages(c, [message_id]), durable=False)
         return found[0] if found else None
 
     async def next_due(self) -> int | None:
         def op(c: sqlite3.Connection) -> int | None:
-            value = c.execute("SELECT MIN(visible_at) FROM dispatch").fetchone()[0]
+            value = c.execute("SELECT MIN(visible_at) FROM messages WHERE visible_at IS NOT NULL").fetchone()[0]
             return None if value is None else int(value)
 
-        return await self._conn.run(op)
+        return await self._conn.run(op, durable=False)
 
     # --- logs and DLQ -----------------------------------------------------------------------
 
@@ -379,7 +387,7 @@ class SqliteBackend:
             cursor = str(items[-1].seq) if len(rows) > query.count and items else None
             return Page(items=items, cursor=cursor)
 
-        return await self._conn.run(op)
+        return await self._conn.run(op, durable=False)
 
     async def list_dlq(self, query: DlqQuery) -> Page:
         where, params = _filters(
@@ -408,7 +416,7 @@ class SqliteBackend:
             cursor = str(rows[query.count - 1][0]) if len(rows) > query.count else None
             return Page(items=items, cursor=cursor)
 
-        return await self._conn.run(op)
+        return await self._conn.run(op, durable=False)
 
     async def get_dlq(self, dlq_id: str) -> DlqEntry | None:
         def op(c: sqlite3.Connection) -> DlqEntry | None:
@@ -417,7 +425,7 @@ class SqliteBackend:
             ).fetchone()
             return None if row is None else _dlq_from_row(row)
 
-        return await self._conn.run(op)
+        return await self._conn.run(op, durable=False)
 
     async def delete_dlq(self, dlq_ids: Sequence[str]) -> int:
         def op(c: sqlite3.Connection) -> int:
@@ -455,16 +463,15 @@ def _accept(
         stored.append(message)
         results.append(Accepted(message_id=message.id, url=message.url))
     c.executemany(
-        "INSERT INTO messages (id, state, retried, created_at, updated_at, record, body)"
-        " VALUES (?,?,?,?,?,?,?)",
+        "INSERT INTO messages (id, state, retried, created_at, updated_at, visible_at, record,"
+        " body) VALUES (?,?,?,?,?,?,?,?)",
         [
-            (m.id, str(m.state), m.retried, m.created_at, now, json.dumps(m.to_record()), m.body)
+            (
+                m.id, str(m.state), m.retried, m.created_at, now, m.not_before,
+                json.dumps(m.to_record()), m.body,
+            )
             for m in stored
         ],
-    )
-    c.executemany(
-        "INSERT INTO dispatch (message_id, visible_at) VALUES (?, ?)",
-        [(m.id, m.not_before) for m in stored],
     )
     kept = {m.id for m in stored}
     _insert_events(
