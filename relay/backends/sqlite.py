@@ -343,7 +343,9 @@ class SqliteBackend:
 
     async def next_due(self) -> int | None:
         def op(c: sqlite3.Connection) -> int | None:
-            value = c.execute("SELECT MIN(visible_at) FROM messages WHERE visible_at IS NOT NULL").fetchone()[0]
+            value = c.execute(
+                "SELECT MIN(visible_at) FROM messages WHERE visible_at IS NOT NULL"
+            ).fetchone()[0]
             return None if value is None else int(value)
 
         return await self._conn.run(op, durable=False)
@@ -467,8 +469,14 @@ def _accept(
         " body) VALUES (?,?,?,?,?,?,?,?)",
         [
             (
-                m.id, str(m.state), m.retried, m.created_at, now, m.not_before,
-                json.dumps(m.to_record()), m.body,
+                m.id,
+                str(m.state),
+                m.retried,
+                m.created_at,
+                now,
+                m.not_before,
+                json.dumps(m.to_record()),
+                m.body,
             )
             for m in stored
         ],
