@@ -57,7 +57,7 @@ class Deliverer:
                 body = await response.content.read(limit)
                 return Attempt(
                     status=response.status,
-                    headers=list(response.headers.items()),
+                    headers=[(str(k), v) for k, v in response.headers.items()],
                     body=body,
                     error=None if 200 <= response.status < 300 else f"HTTP {response.status}",
                     duration_ms=_elapsed_ms(started),
@@ -217,6 +217,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._batch = max(1, concurrency // 8)
 
     def notify(self) -> None:
         """Something may be due now: look again without waiting for the poll interval."""
@@ -229,7 +230,9 @@ class DeliveryWorker:
             self._wake.clear()
             free = self.concurrency - len(self._in_flight)
             leases: list[Lease] = []
-            if free > 0:
+            # Lease in batches: while most slots are busy, let completions accumulate first.
+            waiting = free <= 0 or (free < self._batch and bool(self._in_flight))
+            if not waiting:
                 try:
                     leases = await backend.lease(clock.now_ms(), free, self.visibility_ms)
                 except Exception:
@@ -238,10 +241,10 @@ class DeliveryWorker:
                 task = asyncio.create_task(self._deliver(lease))
                 self._in_flight.add(task)
                 task.add_done_callback(self._done)
-            if free > 0 and len(leases) == free:
+            if leases and len(leases) == free:
                 continue  # there may be more due right now
             timeout = self.poll_interval
-            if free > 0 and not leases:
+            if not waiting and not leases:
                 with contextlib.suppress(Exception):
                     due = await backend.next_due()
                     if due is not None:

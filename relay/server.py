@@ -70,7 +70,10 @@ class EmbeddedRelay:
         connector = aiohttp.TCPConnector(
             limit=s.delivery_concurrency, **connector_options(allow_private)
         )
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        # No cookie jar: a destination's cookies must not travel with later deliveries.
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
         self.worker = DeliveryWorker(
             Deliverer(self.service, self._session),
             concurrency=s.delivery_concurrency,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import json
 import os
 import queue
 import secrets
@@ -18,6 +17,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
+
+import orjson
 
 from relay.models import (
     Accepted,
@@ -64,7 +65,6 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_message ON events (message_id, seq);
-CREATE INDEX IF NOT EXISTS events_time ON events (time);
 CREATE TABLE IF NOT EXISTS dedup (
     key TEXT PRIMARY KEY,
     message_id TEXT NOT NULL,
@@ -137,6 +137,9 @@ class _Connection:
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache
+            conn.execute("PRAGMA mmap_size=268435456")
+            conn.execute("PRAGMA temp_store=MEMORY")
             conn.executescript(SCHEMA)
         except BaseException as exc:  # reported to start()
             self._error = exc
@@ -382,7 +385,7 @@ class SqliteBackend:
                     message_id=mid,
                     state=MessageState(state),
                     url=url,
-                    detail=json.loads(detail),
+                    detail=orjson.loads(detail),
                 )
                 for seq, time, mid, state, url, detail in rows[: query.count]
             ]
@@ -475,7 +478,7 @@ def _accept(
                 m.created_at,
                 now,
                 m.not_before,
-                json.dumps(m.to_record()),
+                orjson.dumps(m.to_record()),
                 m.body,
             )
             for m in stored
@@ -502,7 +505,7 @@ def _insert_events(c: sqlite3.Connection, events: Sequence[Event]) -> None:
                 e.detail.get("queueName"),
                 e.detail.get("scheduleId"),
                 e.detail.get("label"),
-                json.dumps(e.detail),
+                orjson.dumps(e.detail),
             )
             for e in events
         ],
@@ -518,7 +521,7 @@ def _load_messages(c: sqlite3.Connection, ids: list[str]) -> list[Message]:
     ).fetchall()
     messages = []
     for state, retried, record, body in rows:
-        message = Message.from_record(json.loads(record), bytes(body))
+        message = Message.from_record(orjson.loads(record), bytes(body))
         message.state = MessageState(state)
         message.retried = retried
         messages.append(message)
@@ -546,9 +549,9 @@ def _insert_dlq(c: sqlite3.Connection, entry: DlqEntry) -> None:
             m.label,
             entry.response_status,
             entry.failed_at,
-            json.dumps(m.to_record()),
+            orjson.dumps(m.to_record()),
             m.body,
-            json.dumps({"headers": entry.response_headers, "error": entry.error}),
+            orjson.dumps({"headers": entry.response_headers, "error": entry.error}),
             entry.response_body,
         ),
     )
@@ -556,10 +559,10 @@ def _insert_dlq(c: sqlite3.Connection, entry: DlqEntry) -> None:
 
 def _dlq_from_row(row: Sequence[Any]) -> DlqEntry:
     dlq_id, failed_at, status, record, body, response, response_body = row
-    extra = json.loads(response)
+    extra = orjson.loads(response)
     return DlqEntry(
         dlq_id=dlq_id,
-        message=Message.from_record(json.loads(record), bytes(body)),
+        message=Message.from_record(orjson.loads(record), bytes(body)),
         failed_at=failed_at,
         response_status=status,
         response_headers=[(str(k), str(v)) for k, v in extra["headers"]],

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+import orjson
+
 from relay import protocol as p
 from relay.destinations import repair_scheme
 from relay.http.render import dlq_json, event_json, message_json
@@ -66,7 +68,7 @@ class ApiResponse:
 
     @classmethod
     def json(cls, obj: Any, status: int = 200) -> ApiResponse:
-        return cls(status, json.dumps(obj).encode(), {"Content-Type": "application/json"})
+        return cls(status, orjson.dumps(obj), {"Content-Type": "application/json"})
 
 
 Handler = Callable[[RelayService, ApiRequest, "re.Match[str]"], Awaitable[ApiResponse]]
@@ -159,8 +161,8 @@ async def publish(service: RelayService, request: ApiRequest, match: re.Match[st
 @route("POST", r"/v2/batch")
 async def batch(service: RelayService, request: ApiRequest, match: re.Match[str]) -> ApiResponse:
     try:
-        items = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+        items = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
         raise BadRequest("batch body must be a JSON array of messages") from None
     if not isinstance(items, list):
         raise BadRequest("batch body must be a JSON array of messages")

@@ -30,7 +30,7 @@ def create_app(service: RelayService, *, max_request_bytes: int) -> web.Applicat
                     method=request.method,
                     path=path,
                     query=query,
-                    headers=list(request.headers.items()),
+                    headers=[(str(k), v) for k, v in request.headers.items()],
                     body=body,
                     remote=request.remote,
                 ),
