@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev serve test lint typecheck unit bench clean
+INFRA_VENV := .venv-infra
+INFRA_STAMP := $(INFRA_VENV)/.installed
+PORT ?= 8080
+# The SAM tools live in their own venv: installed beside moto they downgrade boto3.
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: dev serve test lint lint-infra dev-aws sam-build typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,17 +18,50 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(INFRA_STAMP):
+	test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/pip install --quiet --upgrade pip
+	$(INFRA_VENV)/bin/pip install --quiet 'cfn-lint>=1.20' 'aws-sam-cli>=1.120'
+	touch $(INFRA_STAMP)
+
 dev: $(STAMP)
 	$(BIN)/relay dev
 
 serve: $(STAMP)
 	$(BIN)/relay serve
 
+# template.yaml's stack on a local moto server: HttpApi, SQS event source and schedule emulated.
+dev-aws: $(STAMP)
+	$(BIN)/python -m infra.dev_aws --port $(PORT)
+
 lint: $(STAMP)
-	$(BIN)/ruff check relay tests bench
+	$(BIN)/ruff check relay tests bench lambda infra
 	$(BIN)/mypy --strict relay
 
-test: lint
+lint-infra: $(INFRA_STAMP)
+	$(INFRA_VENV)/bin/cfn-lint template.yaml
+	$(INFRA_VENV)/bin/sam validate --lint --template template.yaml
+
+sam-build: $(INFRA_STAMP)
+	$(INFRA_VENV)/bin/sam build --template template.yaml
+
+# Run by `sam build` (the layer's BuildMethod: makefile), in a copy of this directory: relay and
+# its dependencies for Lambda's Python 3.11 on arm64, into the layer's python/ folder. boto3
+# comes with the Lambda runtime.
+build-RelayLayer:
+	rm -rf build/layer-wheel
+	$(PYTHON) -m pip wheel --quiet --no-deps --wheel-dir build/layer-wheel .
+	$(PYTHON) -m pip install --quiet --target "$(ARTIFACTS_DIR)/python" \
+		--platform manylinux2014_aarch64 --implementation cp --python-version 3.11 \
+		--only-binary=:all: build/layer-wheel/relay-*.whl
+
+# The TypeScript SDK's Receiver, run by the interop tests (tests/node), from npm.
+NODE_DEPS := tests/node/node_modules/.installed
+$(NODE_DEPS): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_DEPS)
+
+test: lint lint-infra $(NODE_DEPS)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
@@ -30,4 +69,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .relay .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INFRA_VENV) .relay .pytest_cache .mypy_cache .ruff_cache .aws-sam build

@@ -1,7 +1,8 @@
 """relay: a self-hostable HTTP message-push relay, wire-compatible with Upstash QStash v2.
 
 The public API: ``Client`` and ``AsyncClient`` to publish, ``Receiver`` and
-``verify_signature`` to check deliveries.
+``verify_signature`` to check deliveries (``relay.receiver.<framework>`` for other frameworks
+than aiohttp), ``RetryLater`` and ``NonRetryable`` for handlers to steer retries.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from relay.client import (
     ServerError,
     TransportError,
 )
-from relay.receiver import Receiver, verify_signature
+from relay.receiver import NonRetryable, Receiver, RetryLater, verify_signature
 from relay.signing import SignatureError
 
 __version__ = "0.1.0"
@@ -26,10 +27,12 @@ __all__ = [
     "AuthError",
     "BadRequest",
     "Client",
+    "NonRetryable",
     "NotFound",
     "RateLimited",
     "Receiver",
     "RelayError",
+    "RetryLater",
     "ServerError",
     "SignatureError",
     "TransportError",

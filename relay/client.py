@@ -13,22 +13,36 @@ import base64
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Required, TypedDict, Unpack
-from urllib.parse import quote
+from typing import Any, Generic, Protocol, Required, TypedDict, TypeVar, Unpack
+from urllib.parse import quote, urlencode
 
 import httpx
+
+from relay.signing import SigningKeys
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "AsyncClient",
+    "AsyncDlq",
+    "AsyncEvents",
+    "AsyncKeys",
     "AsyncMessages",
     "AuthError",
     "BadRequest",
     "BatchMessage",
     "Client",
+    "Dlq",
+    "DlqFilter",
+    "DlqMessage",
+    "DlqPage",
+    "Event",
+    "EventFilter",
+    "Events",
+    "EventsPage",
+    "Keys",
     "Message",
     "Messages",
     "NotFound",
@@ -38,10 +52,12 @@ __all__ = [
     "RateLimited",
     "RelayError",
     "ServerError",
+    "SigningKeys",
     "TransportError",
 ]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
+T = TypeVar("T")
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -169,34 +185,147 @@ class Message:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Message:
         """Parse leniently: unknown fields are ignored, wrongly typed ones read as absent."""
-        label = _str(data.get("label"))
+        return cls(**_message_fields(data))
+
+
+def _message_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    label = _str(data.get("label"))
+    return {
+        "message_id": _str(data.get("messageId")) or "",
+        "url": _str(data.get("url")) or "",
+        "method": _str(data.get("method")) or "POST",
+        "max_retries": _int(data.get("maxRetries")),
+        "not_before": _int(data.get("notBefore")),
+        "created_at": _int(data.get("createdAt")),
+        "topic_name": _str(data.get("topicName")),
+        "endpoint_name": _str(data.get("endpointName")),
+        "queue_name": _str(data.get("queueName")),
+        "header": _header_map(data.get("header")),
+        "body": _str(data.get("body")),
+        "body_base64": _str(data.get("bodyBase64")),
+        "callback": _str(data.get("callback")),
+        "failure_callback": _str(data.get("failureCallback")),
+        "callback_header": _header_map(data.get("callbackHeader")),
+        "failure_callback_header": _header_map(data.get("failureCallbackHeader")),
+        "schedule_id": _str(data.get("scheduleId")),
+        "caller_ip": _str(data.get("callerIP")) or _str(data.get("callerIp")),
+        "flow_control_key": _str(data.get("flowControlKey")),
+        "parallelism": _int(data.get("parallelism")),
+        "rate": _int(data.get("rate")),
+        "period": _int(data.get("period")),
+        "retry_delay_expression": _str(data.get("retryDelayExpression")),
+        "label": label,
+        "labels": _labels(data.get("labels"), label),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class DlqMessage(Message):
+    """A message in the dead-letter queue (``GET /v2/dlq``): the message, and the last answer
+    its destination gave (``response_status`` 0 when no answer came)."""
+
+    dlq_id: str = ""
+    response_status: int = 0
+    response_header: dict[str, list[str]] = field(default_factory=dict)
+    response_body: str | None = None
+    response_body_base64: str | None = None
+    failed_at: int | None = None  # unix milliseconds
+    error: str | None = None
+
+    @property
+    def response_body_bytes(self) -> bytes | None:
+        """The destination's answer as bytes, from ``responseBody`` or ``responseBodyBase64``."""
+        if self.response_body is not None:
+            return self.response_body.encode()
+        if self.response_body_base64 is not None:
+            return base64.b64decode(self.response_body_base64)
+        return None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DlqMessage:
+        """Parse leniently, as `Message.from_json`."""
         return cls(
+            **_message_fields(data),
+            dlq_id=_str(data.get("dlqId")) or "",
+            response_status=_int(data.get("responseStatus")) or 0,
+            response_header=_header_map(data.get("responseHeader") or data.get("responseHeaders")),
+            response_body=_str(data.get("responseBody")),
+            response_body_base64=_str(data.get("responseBodyBase64")),
+            failed_at=_int(data.get("failedAt")),
+            error=_str(data.get("error")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DlqPage:
+    """One page of the DLQ; pass ``cursor`` to the next `list` call (None: the last page)."""
+
+    messages: list[DlqMessage]
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the logs (``GET /v2/events``): a message reaching a state. Fields the entry
+    does not carry are None (or empty)."""
+
+    time: int  # unix milliseconds
+    message_id: str
+    state: str  # CREATED, ACTIVE, RETRY, ERROR, DELIVERED, FAILED, CANCEL_REQUESTED, CANCELED
+    url: str
+    method: str | None = None
+    max_retries: int | None = None
+    header: dict[str, list[str]] = field(default_factory=dict)
+    next_delivery_time: int | None = None  # unix milliseconds
+    response_status: int | None = None
+    response_header: dict[str, list[str]] = field(default_factory=dict)
+    response_body: str | None = None
+    error: str | None = None
+    duration: int | None = None  # milliseconds the attempt took
+    dlq_id: str | None = None
+    topic_name: str | None = None
+    endpoint_name: str | None = None
+    queue_name: str | None = None
+    schedule_id: str | None = None
+    callback: str | None = None
+    failure_callback: str | None = None
+    label: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Event:
+        """Parse leniently, as `Message.from_json`."""
+        return cls(
+            time=_int(data.get("time")) or 0,
             message_id=_str(data.get("messageId")) or "",
+            state=_str(data.get("state")) or "",
             url=_str(data.get("url")) or "",
-            method=_str(data.get("method")) or "POST",
+            method=_str(data.get("method")),
             max_retries=_int(data.get("maxRetries")),
-            not_before=_int(data.get("notBefore")),
-            created_at=_int(data.get("createdAt")),
+            header=_header_map(data.get("header")),
+            next_delivery_time=_int(data.get("nextDeliveryTime")),
+            response_status=_int(data.get("responseStatus")),
+            response_header=_header_map(data.get("responseHeader") or data.get("responseHeaders")),
+            response_body=_str(data.get("responseBody")),
+            error=_str(data.get("error")),
+            duration=_int(data.get("duration")),
+            dlq_id=_str(data.get("dlqId")),
             topic_name=_str(data.get("topicName")),
             endpoint_name=_str(data.get("endpointName")),
             queue_name=_str(data.get("queueName")),
-            header=_header_map(data.get("header")),
-            body=_str(data.get("body")),
-            body_base64=_str(data.get("bodyBase64")),
+            schedule_id=_str(data.get("scheduleId")),
             callback=_str(data.get("callback")),
             failure_callback=_str(data.get("failureCallback")),
-            callback_header=_header_map(data.get("callbackHeader")),
-            failure_callback_header=_header_map(data.get("failureCallbackHeader")),
-            schedule_id=_str(data.get("scheduleId")),
-            caller_ip=_str(data.get("callerIP")) or _str(data.get("callerIp")),
-            flow_control_key=_str(data.get("flowControlKey")),
-            parallelism=_int(data.get("parallelism")),
-            rate=_int(data.get("rate")),
-            period=_int(data.get("period")),
-            retry_delay_expression=_str(data.get("retryDelayExpression")),
-            label=label,
-            labels=_labels(data.get("labels"), label),
+            label=_str(data.get("label")),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class EventsPage:
+    """One page of the logs, newest first; pass ``cursor`` to the next `list` call (None: the
+    last page)."""
+
+    events: list[Event]
+    cursor: str | None
 
 
 def _str(value: Any) -> str | None:
@@ -255,6 +384,13 @@ def _json(response: httpx.Response) -> Any:
         return response.json()
     except ValueError as exc:
         raise RelayError("response is not JSON", status=response.status_code) from exc
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    data = _json(response)
+    if not isinstance(data, dict):
+        raise RelayError(f"expected a JSON object, got {data!r:.200}", status=response.status_code)
+    return data
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -415,6 +551,153 @@ def _message_path(message_id: str) -> str:
     return "/v2/messages/" + quote(message_id, safe="")
 
 
+class EventFilter(TypedDict, total=False):
+    """Filters of `Events.list`; a sequence matches any of its values. Dates are unix ms."""
+
+    message_id: str
+    message_ids: Sequence[str]
+    state: str | Sequence[str]
+    url: str | Sequence[str]
+    topic_name: str
+    queue_name: str
+    schedule_id: str
+    label: str | Sequence[str]
+    from_date: int
+    to_date: int
+
+
+class DlqFilter(TypedDict, total=False):
+    """Filters of `Dlq.list`; a sequence matches any of its values. Dates are unix ms."""
+
+    dlq_ids: Sequence[str]
+    message_id: str
+    url: str | Sequence[str]
+    topic_name: str
+    queue_name: str
+    schedule_id: str
+    label: str | Sequence[str]
+    response_status: int
+    from_date: int
+    to_date: int
+
+
+# Python names of filters → the query parameters both SDKs send.
+_FILTER_PARAMS = {
+    "message_id": "messageId",
+    "message_ids": "messageIds",
+    "dlq_ids": "dlqIds",
+    "state": "state",
+    "url": "url",
+    "topic_name": "topicName",
+    "queue_name": "queueName",
+    "schedule_id": "scheduleId",
+    "label": "label",
+    "response_status": "responseStatus",
+    "from_date": "fromDate",
+    "to_date": "toDate",
+}
+
+
+def _list_target(
+    path: str,
+    filters: Mapping[str, Any],
+    allowed: frozenset[str],
+    cursor: str | None,
+    count: int | None,
+) -> str:
+    unknown = set(filters) - allowed
+    if unknown:
+        raise TypeError(f"unknown filter(s): {', '.join(sorted(unknown))}")
+    pairs: list[tuple[str, str]] = []
+    for name, value in filters.items():
+        if value is None:
+            continue
+        values = [value] if isinstance(value, str | int) else list(value)
+        pairs += [(_FILTER_PARAMS[name], str(v)) for v in values]
+    if cursor:
+        pairs.append(("cursor", cursor))
+    if count is not None:
+        pairs.append(("count", str(count)))
+    return path + ("?" + urlencode(pairs) if pairs else "")
+
+
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[T]):
+    """One API call, for either client: what to send, and how to read the answer."""
+
+    request: _Request
+    parse: Callable[[httpx.Response], T]
+
+
+def _ignore(response: httpx.Response) -> None:
+    return None
+
+
+def _get_message(message_id: str) -> _Call[Message]:
+    request = _Request("GET", _message_path(message_id))
+    return _Call(request, lambda r: Message.from_json(_json_object(r)))
+
+
+def _cancel_message(message_id: str) -> _Call[None]:
+    return _Call(_Request("DELETE", _message_path(message_id)), _ignore)
+
+
+def _list_events(
+    cursor: str | None, count: int | None, filters: Mapping[str, Any]
+) -> _Call[EventsPage]:
+    target = _list_target("/v2/events", filters, EventFilter.__optional_keys__, cursor, count)
+
+    def parse(response: httpx.Response) -> EventsPage:
+        data = _json_object(response)
+        events = [Event.from_json(e) for e in data.get("events") or [] if isinstance(e, dict)]
+        return EventsPage(events, _str(data.get("cursor")) or None)
+
+    return _Call(_Request("GET", target), parse)
+
+
+def _dlq_path(dlq_id: str) -> str:
+    return "/v2/dlq/" + quote(dlq_id, safe="")
+
+
+def _list_dlq(cursor: str | None, count: int | None, filters: Mapping[str, Any]) -> _Call[DlqPage]:
+    target = _list_target("/v2/dlq", filters, DlqFilter.__optional_keys__, cursor, count)
+
+    def parse(response: httpx.Response) -> DlqPage:
+        data = _json_object(response)
+        items = data.get("messages") or []
+        messages = [DlqMessage.from_json(m) for m in items if isinstance(m, dict)]
+        return DlqPage(messages, _str(data.get("cursor")) or None)
+
+    return _Call(_Request("GET", target), parse)
+
+
+def _get_dlq(dlq_id: str) -> _Call[DlqMessage]:
+    return _Call(
+        _Request("GET", _dlq_path(dlq_id)), lambda r: DlqMessage.from_json(_json_object(r))
+    )
+
+
+def _delete_dlq(dlq_id: str) -> _Call[None]:
+    return _Call(_Request("DELETE", _dlq_path(dlq_id)), _ignore)
+
+
+def _delete_dlq_many(dlq_ids: Iterable[str]) -> _Call[int]:
+    body = _dumps({"dlqIds": list(dlq_ids)}).encode()
+    request = _Request("DELETE", "/v2/dlq", {"Content-Type": "application/json"}, body)
+    return _Call(request, lambda r: _int(_json_object(r).get("deleted")) or 0)
+
+
+def _get_keys() -> _Call[SigningKeys]:
+    def parse(response: httpx.Response) -> SigningKeys:
+        data = _json_object(response)
+        current, following = _str(data.get("current")), _str(data.get("next"))
+        if current is None or following is None:
+            raise RelayError(f"unexpected keys answer: {data!r:.200}")
+        return SigningKeys(current, following)
+
+    return _Call(_Request("GET", "/v2/keys"), parse)
+
+
 # --- senders ------------------------------------------------------------------------------------
 
 
@@ -456,35 +739,148 @@ def _checked(response: httpx.Response) -> httpx.Response:
     return response
 
 
+class _Run(Protocol):
+    def __call__(self, call: _Call[T], /) -> T: ...
+
+
+class _AsyncRun(Protocol):
+    def __call__(self, call: _Call[T], /) -> Awaitable[T]: ...
+
+
 class Messages:
     """``client.messages``: look up and cancel single messages."""
 
-    def __init__(self, send: Callable[[_Request], httpx.Response]) -> None:
-        self._send = send
+    def __init__(self, run: _Run) -> None:
+        self._run = run
 
     def get(self, message_id: str) -> Message:
         """Fetch a message that is still waiting or being delivered (`NotFound` otherwise)."""
-        return Message.from_json(_json(self._send(_Request("GET", _message_path(message_id)))))
+        return self._run(_get_message(message_id))
 
     def cancel(self, message_id: str) -> None:
         """Stop a message from being delivered; one already in flight may still arrive."""
-        self._send(_Request("DELETE", _message_path(message_id)))
+        self._run(_cancel_message(message_id))
 
 
 class AsyncMessages:
     """``client.messages`` of `AsyncClient`."""
 
-    def __init__(self, send: Callable[[_Request], Awaitable[httpx.Response]]) -> None:
-        self._send = send
+    def __init__(self, run: _AsyncRun) -> None:
+        self._run = run
 
     async def get(self, message_id: str) -> Message:
         """Fetch a message that is still waiting or being delivered (`NotFound` otherwise)."""
-        response = await self._send(_Request("GET", _message_path(message_id)))
-        return Message.from_json(_json(response))
+        return await self._run(_get_message(message_id))
 
     async def cancel(self, message_id: str) -> None:
         """Stop a message from being delivered; one already in flight may still arrive."""
-        await self._send(_Request("DELETE", _message_path(message_id)))
+        await self._run(_cancel_message(message_id))
+
+
+class Events:
+    """``client.events``: the logs, one event per state a message reached."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+
+    def list(
+        self,
+        *,
+        cursor: str | None = None,
+        count: int | None = None,
+        **filters: Unpack[EventFilter],
+    ) -> EventsPage:
+        """One page of events, newest first, matching every filter given."""
+        return self._run(_list_events(cursor, count, filters))
+
+
+class AsyncEvents:
+    """``client.events`` of `AsyncClient`."""
+
+    def __init__(self, run: _AsyncRun) -> None:
+        self._run = run
+
+    async def list(
+        self,
+        *,
+        cursor: str | None = None,
+        count: int | None = None,
+        **filters: Unpack[EventFilter],
+    ) -> EventsPage:
+        """One page of events, newest first, matching every filter given."""
+        return await self._run(_list_events(cursor, count, filters))
+
+
+class Dlq:
+    """``client.dlq``: the messages whose retries ran out (or that failed as non-retryable)."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+
+    def list(
+        self, *, cursor: str | None = None, count: int | None = None, **filters: Unpack[DlqFilter]
+    ) -> DlqPage:
+        """One page of DLQ messages, newest first, matching every filter given."""
+        return self._run(_list_dlq(cursor, count, filters))
+
+    def get(self, dlq_id: str) -> DlqMessage:
+        """One DLQ message by its ``dlq_id`` (`NotFound` if there is none)."""
+        return self._run(_get_dlq(dlq_id))
+
+    def delete(self, dlq_id: str) -> None:
+        """Remove one message from the DLQ (`NotFound` if there is none)."""
+        self._run(_delete_dlq(dlq_id))
+
+    def delete_many(self, dlq_ids: Iterable[str]) -> int:
+        """Remove several messages from the DLQ; returns how many there were."""
+        return self._run(_delete_dlq_many(dlq_ids))
+
+
+class AsyncDlq:
+    """``client.dlq`` of `AsyncClient`."""
+
+    def __init__(self, run: _AsyncRun) -> None:
+        self._run = run
+
+    async def list(
+        self, *, cursor: str | None = None, count: int | None = None, **filters: Unpack[DlqFilter]
+    ) -> DlqPage:
+        """One page of DLQ messages, newest first, matching every filter given."""
+        return await self._run(_list_dlq(cursor, count, filters))
+
+    async def get(self, dlq_id: str) -> DlqMessage:
+        """One DLQ message by its ``dlq_id`` (`NotFound` if there is none)."""
+        return await self._run(_get_dlq(dlq_id))
+
+    async def delete(self, dlq_id: str) -> None:
+        """Remove one message from the DLQ (`NotFound` if there is none)."""
+        await self._run(_delete_dlq(dlq_id))
+
+    async def delete_many(self, dlq_ids: Iterable[str]) -> int:
+        """Remove several messages from the DLQ; returns how many there were."""
+        return await self._run(_delete_dlq_many(dlq_ids))
+
+
+class Keys:
+    """``client.keys``: the signing keys receivers verify deliveries with."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+
+    def get(self) -> SigningKeys:
+        """The current and the next signing key."""
+        return self._run(_get_keys())
+
+
+class AsyncKeys:
+    """``client.keys`` of `AsyncClient`."""
+
+    def __init__(self, run: _AsyncRun) -> None:
+        self._run = run
+
+    async def get(self) -> SigningKeys:
+        """The current and the next signing key."""
+        return await self._run(_get_keys())
 
 
 class Client:
@@ -508,7 +904,10 @@ class Client:
         self._settings = _Settings.resolve(base_url, token, retries, backoff)
         self._http = http or httpx.Client(timeout=timeout)
         self._owns_http = http is None
-        self.messages = Messages(self._send)
+        self.messages = Messages(self._run)
+        self.events = Events(self._run)
+        self.dlq = Dlq(self._run)
+        self.keys = Keys(self._run)
 
     def publish(
         self, url: str, body: bytes | str = b"", **options: Unpack[PublishOptions]
@@ -543,6 +942,9 @@ class Client:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _run(self, call: _Call[T]) -> T:
+        return call.parse(self._send(call.request))
 
     def _send(self, request: _Request) -> httpx.Response:
         attempt = 0
@@ -580,7 +982,10 @@ class AsyncClient:
         self._settings = _Settings.resolve(base_url, token, retries, backoff)
         self._http = http or httpx.AsyncClient(timeout=timeout)
         self._owns_http = http is None
-        self.messages = AsyncMessages(self._send)
+        self.messages = AsyncMessages(self._run)
+        self.events = AsyncEvents(self._run)
+        self.dlq = AsyncDlq(self._run)
+        self.keys = AsyncKeys(self._run)
 
     async def publish(
         self, url: str, body: bytes | str = b"", **options: Unpack[PublishOptions]
@@ -617,6 +1022,9 @@ class AsyncClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    async def _run(self, call: _Call[T]) -> T:
+        return call.parse(await self._send(call.request))
 
     async def _send(self, request: _Request) -> httpx.Response:
         attempt = 0

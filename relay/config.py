@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     token: str | None = None
     current_signing_key: str | None = None
     next_signing_key: str | None = None
+    # Standard Webhooks: the `whsec_` secret (unset: `relay dev` uses a fixed dev secret, `relay
+    # serve` generates and keeps one per database) and ed25519 `whsk_` keys, space-separated,
+    # each signing every delivery (unset: the ones `relay keys add-ed25519` stored).
+    webhook_secret: str | None = None
+    webhook_ed25519_keys: str | None = None
 
     # Destinations: loopback, private and link-local addresses are refused unless allowed.
     allow_private_destinations: bool = False

@@ -14,10 +14,11 @@ from typing import Any
 import aiohttp
 
 from relay import protocol as p
+from relay import webhooks
 from relay.models import Attempt, DlqEntry, Event, Lease, Message, MessageState, Settlement
 from relay.retry import Outcome, RetryDelay, classify, next_retry_delay_ms
 from relay.service import RelayService
-from relay.signing import sign
+from relay.signing import SigningKeys, sign
 
 log = logging.getLogger("relay.delivery")
 
@@ -41,7 +42,7 @@ class Deliverer:
 
     async def attempt(self, message: Message) -> Attempt:
         """One signed HTTP request to the message's URL; never raises for the destination's sake."""
-        headers = delivery_headers(message, self.service.keys.current)
+        headers = delivery_headers(message, self.service.keys)
         started = time.monotonic()
         limit = self.service.settings.response_body_limit
         try:
@@ -153,12 +154,14 @@ class Deliverer:
         return self.service.build_follow_up(url, headers, p.compact_json(body), now=now)
 
 
-def delivery_headers(message: Message, key: str) -> dict[str, str]:
-    """The request headers of one attempt: forwarded ones, then relay's own (which win)."""
+def delivery_headers(message: Message, keys: SigningKeys) -> dict[str, str]:
+    """The request headers of one attempt: forwarded ones, then relay's own (which win): the
+    QStash signature and, when the relay has a webhook secret or keys, Standard Webhooks'."""
+    now = int(time.time())
     headers = dict(message.headers)
     headers.update(
         {
-            p.D_SIGNATURE: sign(key, url=message.url, body=message.body),
+            p.D_SIGNATURE: sign(keys.current, url=message.url, body=message.body, now=now),
             p.D_MESSAGE_ID: message.id,
             p.D_RETRIED: str(message.retried),
             "User-Agent": p.USER_AGENT,
@@ -171,6 +174,16 @@ def delivery_headers(message: Message, key: str) -> dict[str, str]:
     ):
         if value is not None:
             headers[name] = value
+    if keys.webhook_secret or keys.webhook_keys:
+        headers.update(
+            webhooks.headers(
+                message.id,
+                now,
+                message.body,
+                secret=keys.webhook_secret,
+                secret_keys=keys.webhook_keys,
+            )
+        )
     return headers
 
 

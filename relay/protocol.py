@@ -45,6 +45,9 @@ NON_RETRYABLE_STATUS = 489
 DEV_TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
 DEV_CURRENT_SIGNING_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
 DEV_NEXT_SIGNING_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
+# relay's own: the Standard Webhooks secret of `relay dev`, fixed so that a receiver configured
+# once keeps working across restarts. Public, like the keys above: for development only.
+DEV_WEBHOOK_SECRET = "whsec_cmVsYXktZGV2LXdlYmhvb2stc2VjcmV0LTAwMDAwMDA="
 
 
 class ApiError(Exception):

@@ -7,20 +7,22 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from relay import protocol as p
+from relay import webhooks
 from relay.backends.base import Backend
 from relay.clock import Clock, Ids, SystemClock
 from relay.config import Settings
 from relay.destinations import is_url, validate_url
 from relay.models import Accepted, DlqQuery, Event, EventQuery, Message, MessageState, Page
-from relay.protocol import BadRequest, NotFound
+from relay.protocol import ApiError, BadRequest, NotFound
 from relay.retry import RetryDelay
 from relay.signing import SigningKeys, generate_key, generate_keys
 
 Headers = Sequence[tuple[str, str]]
+URL_GROUP = "url_group"
 _GROUP_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 # Headers never forwarded by `Upstash-Header-Forward: true`: hop-by-hop, the caller's credentials,
@@ -106,10 +108,13 @@ class RelayService:
     # --- publishing -------------------------------------------------------------------------
 
     async def publish(self, request: PublishRequest) -> tuple[int, Any]:
-        """Publish one message; returns the status and the JSON answer QStash gives."""
+        """Publish one message (one per endpoint for a URL group); returns the status and the
+        JSON answer QStash gives: an object, or for a URL group a list."""
         now = self.clock.now_ms()
-        messages = self._messages_for(request, now)
+        messages = await self._messages_for(request, now)
         accepted = await self._accept(messages, now)
+        if not is_url(request.destination):
+            return 201, [_accepted_json(a, with_url=True) for a in accepted]
         only = accepted[0]
         return (202 if only.deduplicated else 201), _accepted_json(only)
 
@@ -121,13 +126,22 @@ class RelayService:
             raise BadRequest(f"batch has more than {self.settings.max_batch_messages} messages")
         now = self.clock.now_ms()
         messages: list[Message] = []
+        sizes: list[int | None] = []  # None: a URL item; n: a URL group of n endpoints
         for index, request in enumerate(requests):
             try:
-                messages.extend(self._messages_for(request, now))
-            except BadRequest as exc:
-                raise BadRequest(f"batch item {index}: {exc.message}") from None
-        accepted = await self._accept(messages, now)
-        return 201, [_accepted_json(a) for a in accepted]
+                expanded = await self._messages_for(request, now)
+            except ApiError as exc:
+                raise type(exc)(f"batch item {index}: {exc.message}", exc.status) from None
+            messages.extend(expanded)
+            sizes.append(None if is_url(request.destination) else len(expanded))
+        accepted = iter(await self._accept(messages, now))
+        answer: list[Any] = []
+        for size in sizes:
+            if size is None:
+                answer.append(_accepted_json(next(accepted)))
+            else:
+                answer.append([_accepted_json(next(accepted), with_url=True) for _ in range(size)])
+        return 201, answer
 
     async def accept_messages(self, messages: Sequence[Message]) -> list[Accepted]:
         """Store already built messages (callbacks, re-published DLQ entries)."""
@@ -142,17 +156,18 @@ class RelayService:
             listener()
         return accepted
 
-    def _messages_for(self, request: PublishRequest, now: int) -> list[Message]:
+    async def _messages_for(self, request: PublishRequest, now: int) -> list[Message]:
         destination = request.destination
         if not destination:
             raise BadRequest("destination is missing: publish to /v2/publish/<url>")
-        if not is_url(destination):
-            if not _GROUP_NAME.fullmatch(destination):
-                raise BadRequest(
-                    f"invalid destination {destination!r}: not an http(s) url or a url group name"
-                )
-            raise NotFound(f"url group {destination!r} not found")
-        validate_url(destination, allow_private=self.allow_private)
+        if is_url(destination):
+            validate_url(destination, allow_private=self.allow_private)
+            targets: list[tuple[str, str | None]] = [(destination, None)]
+            topic = None
+        else:
+            group = await self.get_url_group(destination)
+            targets = [(e["url"], e.get("name")) for e in group["endpoints"]]
+            topic = destination
         if len(request.body) > self.settings.max_body_bytes:
             raise p.PayloadTooLarge(
                 f"body of {len(request.body)} bytes is over the limit of "
@@ -160,11 +175,14 @@ class RelayService:
             )
         headers = {**p.lower_headers(request.query_headers), **p.lower_headers(request.headers)}
         options = self._options(headers, request.headers)
-        return [
-            self.build_message(
-                destination, options, request.body, now=now, caller_ip=request.caller_ip
+        messages = []
+        for url, endpoint in targets:
+            message = self.build_message(
+                url, options, request.body, now=now, caller_ip=request.caller_ip
             )
-        ]
+            message.topic_name, message.endpoint_name = topic, endpoint
+            messages.append(message)
+        return messages
 
     def build_message(
         self,
@@ -294,6 +312,73 @@ class RelayService:
             raise BadRequest(f"{what}: {exc.message}") from None
         return family
 
+    # --- URL groups ---------------------------------------------------------------------------
+
+    async def get_url_group(self, name: str) -> dict[str, Any]:
+        _check_group_name(name)
+        group = await self.backend.get_record(URL_GROUP, name)
+        if group is None:
+            raise NotFound(f"url group {name!r} not found")
+        return group
+
+    async def list_url_groups(self) -> list[dict[str, Any]]:
+        return await self.backend.list_records(URL_GROUP)
+
+    async def upsert_endpoints(self, name: str, endpoints: Sequence[Mapping[str, Any]]) -> None:
+        """Add endpoints to a URL group (created if missing); a known URL gets the new name."""
+        _check_group_name(name)
+        if not endpoints:
+            raise BadRequest('give at least one endpoint: {"endpoints": [{"url": ...}]}')
+        now = self.clock.now_ms()
+        group = await self.backend.get_record(URL_GROUP, name) or {
+            "name": name,
+            "createdAt": now,
+            "endpoints": [],
+        }
+        by_url = {e["url"]: e for e in group["endpoints"]}
+        for endpoint in endpoints:
+            url = endpoint.get("url")
+            if not isinstance(url, str):
+                raise BadRequest("every endpoint needs a 'url' string")
+            validate_url(url, allow_private=self.allow_private, what="endpoint")
+            entry = {"url": url}
+            if isinstance(endpoint.get("name"), str) and endpoint["name"]:
+                entry["name"] = endpoint["name"]
+            by_url[url] = entry
+        group["endpoints"] = list(by_url.values())
+        group["updatedAt"] = now
+        await self.backend.put_record(URL_GROUP, name, group)
+
+    async def remove_endpoints(self, name: str, endpoints: Sequence[Mapping[str, Any]]) -> None:
+        """Remove endpoints by URL or by name; the group goes when its last endpoint goes."""
+        group = await self.get_url_group(name)
+        urls = {e.get("url") for e in endpoints} - {None}
+        names = {e.get("name") for e in endpoints} - {None}
+        if not urls and not names:
+            raise BadRequest("give the endpoints to remove by 'url' or 'name'")
+        kept = [
+            e for e in group["endpoints"] if e["url"] not in urls and e.get("name") not in names
+        ]
+        if not kept:
+            await self.backend.delete_record(URL_GROUP, name)
+            return
+        group["endpoints"], group["updatedAt"] = kept, self.clock.now_ms()
+        await self.backend.put_record(URL_GROUP, name, group)
+
+    async def delete_url_group(self, name: str) -> None:
+        _check_group_name(name)
+        if not await self.backend.delete_record(URL_GROUP, name):
+            raise NotFound(f"url group {name!r} not found")
+
+    # --- signing keys ---------------------------------------------------------------------
+
+    async def rotate_keys(self) -> SigningKeys:
+        """current ← next, a fresh next; deliveries are signed with the new current at once."""
+        rotated = self.keys.rotated()
+        await self.backend.put_setting("signing_keys", json.dumps([rotated.current, rotated.next]))
+        self.keys = rotated
+        return rotated
+
     # --- messages, logs, DLQ ----------------------------------------------------------------
 
     async def get_message(self, message_id: str) -> Message:
@@ -325,6 +410,42 @@ class RelayService:
 
     async def delete_dlq(self, dlq_ids: Sequence[str]) -> int:
         return await self.backend.delete_dlq(dlq_ids)
+
+    async def retry_dlq(self, dlq_ids: Sequence[str]) -> list[str]:
+        """Publish each DLQ entry's message again, with a new id whose CREATED event names the
+        old message and DLQ id, and remove the entries; returns the new message ids."""
+        now = self.clock.now_ms()
+        fresh: list[Message] = []
+        links: dict[str, tuple[str, str]] = {}
+        for dlq_id in dlq_ids:
+            entry = await self.get_dlq(dlq_id)
+            message = replace(
+                entry.message,
+                id=self.ids.message_id(),
+                state=MessageState.CREATED,
+                retried=0,
+                not_before=now,
+                created_at=now,
+                dedup_key=None,
+            )
+            links[message.id] = (entry.message.id, dlq_id)
+            fresh.append(message)
+        events = []
+        for message in fresh:
+            source, dlq_id = links[message.id]
+            event = created_event(message, now)
+            event.detail.update(sourceMessageId=source, dlqId=dlq_id)
+            events.append(event)
+        await self.backend.accept(fresh, events, now, 0)
+        for listener in self._listeners:
+            listener()
+        await self.backend.delete_dlq(list(dlq_ids))
+        return [m.id for m in fresh]
+
+    async def cancel_many(self, message_ids: Sequence[str]) -> int:
+        """Cancel the given messages that have not finished; unknown or finished ones are
+        skipped."""
+        return len(await self.backend.cancel(list(message_ids), self.clock.now_ms()))
 
 
 def created_event(message: Message, now: int) -> Event:
@@ -378,8 +499,15 @@ def _digest(*parts: str | bytes) -> str:
     return h.hexdigest()
 
 
-def _accepted_json(accepted: Accepted) -> dict[str, Any]:
+def _check_group_name(name: str) -> None:
+    if not _GROUP_NAME.fullmatch(name):
+        raise BadRequest(f"invalid url group name {name!r}: use letters, digits, '-', '_' and '.'")
+
+
+def _accepted_json(accepted: Accepted, *, with_url: bool = False) -> dict[str, Any]:
     answer: dict[str, Any] = {"messageId": accepted.message_id}
+    if with_url:
+        answer["url"] = accepted.url
     if accepted.deduplicated:
         answer["deduplicated"] = True
     return answer
@@ -391,16 +519,22 @@ def _accepted_json(accepted: Accepted) -> dict[str, Any]:
 async def resolve_credentials(
     settings: Settings, backend: Backend, *, dev: bool
 ) -> tuple[str, SigningKeys]:
-    """The API token and signing keys.
+    """The API token and signing keys (with the Standard Webhooks secret and ed25519 keys).
 
     Explicit settings win. Otherwise `relay dev` uses the QStash dev server's documented
-    credentials, and `relay serve` generates its own once per database and keeps them.
+    credentials (and relay's fixed dev webhook secret), and `relay serve` generates its own once
+    per database and keeps them.
     """
+    webhook_keys = await _webhook_keys(settings, backend)
     if dev:
         token = settings.token or p.DEV_TOKEN
+        # the dev keys, unless this database has rotated them (POST /v2/keys/rotate)
+        rotated = json.loads(await backend.get_setting("signing_keys") or "[null, null]")
         keys = SigningKeys(
-            settings.current_signing_key or p.DEV_CURRENT_SIGNING_KEY,
-            settings.next_signing_key or p.DEV_NEXT_SIGNING_KEY,
+            settings.current_signing_key or rotated[0] or p.DEV_CURRENT_SIGNING_KEY,
+            settings.next_signing_key or rotated[1] or p.DEV_NEXT_SIGNING_KEY,
+            webhooks.check_secret(settings.webhook_secret or p.DEV_WEBHOOK_SECRET),
+            webhook_keys,
         )
         return token, keys
     token = settings.token or await backend.put_setting(
@@ -412,7 +546,28 @@ async def resolve_credentials(
             "signing_keys", json.dumps([fresh.current, fresh.next]), if_absent=True
         )
     )
+    webhook_secret = settings.webhook_secret or await backend.put_setting(
+        "webhook_secret", webhooks.generate_secret(), if_absent=True
+    )
     keys = SigningKeys(
-        settings.current_signing_key or stored[0], settings.next_signing_key or stored[1]
+        settings.current_signing_key or stored[0],
+        settings.next_signing_key or stored[1],
+        webhooks.check_secret(webhook_secret),
+        webhook_keys,
     )
     return token, keys
+
+
+WEBHOOK_KEYS_SETTING = "webhook_ed25519_keys"
+
+
+async def _webhook_keys(settings: Settings, backend: Backend) -> tuple[str, ...]:
+    """The ed25519 keys that sign deliveries: from the settings, else those stored by `relay
+    keys`; each checked now, so that a bad one stops the start rather than every delivery."""
+    if settings.webhook_ed25519_keys is not None:
+        keys = settings.webhook_ed25519_keys.replace(",", " ").split()
+    else:
+        keys = json.loads(await backend.get_setting(WEBHOOK_KEYS_SETTING) or "[]")
+    for key in keys:
+        webhooks.public_key(key)
+    return tuple(keys)

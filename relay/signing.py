@@ -13,8 +13,9 @@ import itertools
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from relay.clock import random_id
 
@@ -29,14 +30,18 @@ class SignatureError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SigningKeys:
-    """The current key (used to sign) and the next key (accepted too, promoted on rotation)."""
+    """What a relay signs deliveries with. QStash's pair: the current key (used to sign) and the
+    next key (accepted too, promoted on rotation). Standard Webhooks: the ``whsec_`` secret and
+    the ed25519 ``whsk_`` keys, each of which signs every delivery (two during a rotation)."""
 
     current: str
     next: str
+    webhook_secret: str | None = None
+    webhook_keys: tuple[str, ...] = ()
 
     def rotated(self) -> SigningKeys:
         """current ← next, and a fresh next."""
-        return SigningKeys(current=self.next, next=generate_key())
+        return replace(self, current=self.next, next=generate_key())
 
 
 def generate_key(prefix: str = "sig_", length: int = 28) -> str:
@@ -144,7 +149,7 @@ def _check_claims(
     nbf = claims.get("nbf", 0)
     if isinstance(nbf, int | float) and current < nbf - clock_tolerance:
         raise SignatureError(f"token not valid before {int(nbf)} (now {int(current)})")
-    if url is not None and claims.get("sub") != url:
+    if url is not None and not same_url(claims.get("sub"), url):
         raise SignatureError(
             f"URL mismatch: token is for {claims.get('sub')!r}, request is {url!r}"
         )
@@ -153,3 +158,31 @@ def _check_claims(
         raise SignatureError("token has no body hash")
     if not hmac.compare_digest(claimed.rstrip("="), body_hash(body).rstrip("=")):
         raise SignatureError("body hash does not match the request body")
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_url(signed: object, url: str) -> bool:
+    """Whether the token's ``sub`` and the request URL name the same resource: equal, or equal
+    once scheme and host are lower-cased and a default port or an empty path are spelled out
+    (an HTTP client leaves ``:443`` out of the Host header the receiver rebuilds its URL from)."""
+    if not isinstance(signed, str):
+        return False
+    return signed == url or _normal(signed) == _normal(url)
+
+
+def _normal(url: str) -> tuple[str, str, int | None, str, str]:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return (url, "", None, "", "")
+    scheme = parts.scheme.lower()
+    return (
+        scheme,
+        (parts.hostname or "").lower(),
+        port or _DEFAULT_PORTS.get(scheme),
+        parts.path or "/",
+        parts.query,
+    )

@@ -11,12 +11,17 @@ aiohttp receivers on 127.0.0.1, and an authenticated API session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import inspect
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import aiohttp
 import pytest
@@ -28,15 +33,58 @@ from relay.clock import ManualClock
 from relay.config import Settings
 from relay.server import EmbeddedRelay
 
-BACKENDS: dict[str, Callable[[Path], Backend]] = {
-    "sqlite": lambda tmp: SqliteBackend(tmp / "relay.db"),
+if TYPE_CHECKING:
+    from relay.backends.aws import AwsBackend
+
+MOTO_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@functools.cache
+def _boto_session() -> Any:
+    """One boto3 session for every test: a fresh one loads the service models again (~0.1 s)."""
+    import boto3
+
+    return boto3.session.Session()
+
+
+@contextlib.contextmanager
+def aws_backend(**options: Any) -> Iterator[AwsBackend]:
+    """An ``AwsBackend`` on moto, in-process, with its table, queue and bucket created."""
+    from moto import mock_aws
+
+    from relay.backends.aws import AwsBackend
+
+    with mock.patch.dict(os.environ, MOTO_ENVIRONMENT), mock_aws():
+        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+            os.environ.pop(name, None)
+        backend = AwsBackend(
+            "relay",
+            queue_name="relay-dispatch",
+            bucket="relay-bodies",
+            session=_boto_session(),
+            **options,
+        )
+        backend.create_resources()
+        yield backend
+
+
+BACKENDS: dict[str, Callable[[Path], AbstractContextManager[Backend]]] = {
+    "sqlite": lambda tmp: contextlib.nullcontext(SqliteBackend(tmp / "relay.db")),
+    # max_sqs_delay=0: every delay waits in DynamoDB, so the injected clock says when it is due.
+    "aws": lambda tmp: aws_backend(max_sqs_delay=0),
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Each backend in turn (the conformance suite runs once per backend)."""
-    return BACKENDS[request.param](tmp_path)
+    with BACKENDS[request.param](tmp_path) as backend:
+        yield backend
 
 
 @pytest.fixture

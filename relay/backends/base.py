@@ -9,8 +9,8 @@ keeps it in SQS (visibility timeout) beside DynamoDB.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Collection, Sequence
+from typing import Any, Protocol
 
 from relay.models import (
     Accepted,
@@ -20,6 +20,7 @@ from relay.models import (
     EventQuery,
     Lease,
     Message,
+    MessageState,
     Page,
     Settlement,
 )
@@ -39,6 +40,17 @@ class Backend(Protocol):
 
     async def put_setting(self, name: str, value: str, *, if_absent: bool = False) -> str:
         """Store a setting and return the stored value (the existing one when ``if_absent``)."""
+
+    async def put_record(self, kind: str, key: str, value: dict[str, Any]) -> None:
+        """Store a configuration record (a URL group, a schedule, a queue), replacing any."""
+
+    async def get_record(self, kind: str, key: str) -> dict[str, Any] | None: ...
+
+    async def list_records(self, kind: str) -> list[dict[str, Any]]:
+        """Every record of ``kind``, in key order."""
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        """Delete a record; False if there was none."""
 
     async def accept(
         self, messages: Sequence[Message], events: Sequence[Event], now: int, dedup_window: int
@@ -75,3 +87,8 @@ class Backend(Protocol):
     async def next_due(self) -> int | None:
         """When the earliest pending message becomes due (ms), for a worker that sleeps until
         then; None when nothing is pending or the backend cannot tell (SQS pushes instead)."""
+
+
+def kept_events(events: Sequence[Event], stored_ids: Collection[str]) -> list[Event]:
+    """The events ``accept`` stores: all but the CREATED events of deduplicated messages."""
+    return [e for e in events if e.message_id in stored_ids or e.state != MessageState.CREATED]

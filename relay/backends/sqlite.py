@@ -20,6 +20,7 @@ from typing import IO, Any, TypeVar
 
 import orjson
 
+from relay.backends.base import kept_events
 from relay.models import (
     Accepted,
     DlqEntry,
@@ -86,6 +87,12 @@ CREATE TABLE IF NOT EXISTS dlq (
     body BLOB NOT NULL,
     response TEXT NOT NULL,
     response_body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (kind, key)
 );
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
@@ -252,6 +259,40 @@ class SqliteBackend:
             return str(
                 c.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0]
             )
+
+        return await self._conn.run(op)
+
+    # --- configuration records --------------------------------------------------------------
+
+    async def put_record(self, kind: str, key: str, value: dict[str, Any]) -> None:
+        data = orjson.dumps(value)
+        await self._conn.run(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)",
+                (kind, key, data),
+            )
+        )
+
+    async def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        def op(c: sqlite3.Connection) -> dict[str, Any] | None:
+            row = c.execute(
+                "SELECT value FROM records WHERE kind = ? AND key = ?", (kind, key)
+            ).fetchone()
+            return None if row is None else dict(orjson.loads(row[0]))
+
+        return await self._conn.run(op, durable=False)
+
+    async def list_records(self, kind: str) -> list[dict[str, Any]]:
+        def op(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = c.execute("SELECT value FROM records WHERE kind = ? ORDER BY key", (kind,))
+            return [dict(orjson.loads(row[0])) for row in rows]
+
+        return await self._conn.run(op, durable=False)
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            cursor = c.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+            return cursor.rowcount > 0
 
         return await self._conn.run(op)
 
@@ -484,10 +525,7 @@ def _accept(
             for m in stored
         ],
     )
-    kept = {m.id for m in stored}
-    _insert_events(
-        c, [e for e in events if e.message_id in kept or e.state != MessageState.CREATED]
-    )
+    _insert_events(c, kept_events(events, {m.id for m in stored}))
     return results
 
 

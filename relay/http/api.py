@@ -4,7 +4,6 @@ requests into service calls. ``app.py`` (aiohttp) and the Lambda adapter only tr
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -204,6 +203,37 @@ async def get_message(
     return ApiResponse.json(message_json(await service.get_message(unquote(match["id"]))))
 
 
+@route("DELETE", r"/v2/messages")
+async def cancel_many(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    ids = request.param_list("messageIds") + _json_list(request, "messageIds")
+    if not ids:
+        raise BadRequest(
+            "give the messages to cancel as messageIds (cancel by filter is not supported yet)"
+        )
+    return ApiResponse.json({"cancelled": await service.cancel_many(ids)})
+
+
+def _json_object(request: ApiRequest) -> dict[str, Any]:
+    if not request.body:
+        return {}
+    try:
+        value = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("body must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise BadRequest("body must be a JSON object")
+    return value
+
+
+def _json_list(request: ApiRequest, key: str) -> list[Any]:
+    value = _json_object(request).get(key) or []
+    if not isinstance(value, list):
+        raise BadRequest(f"{key!r} must be a list")
+    return value
+
+
 @route("DELETE", r"/v2/messages/(?P<id>[^/]+)")
 async def cancel_message(
     service: RelayService, request: ApiRequest, match: re.Match[str]
@@ -332,15 +362,77 @@ async def delete_dlq(
 async def delete_dlq_many(
     service: RelayService, request: ApiRequest, match: re.Match[str]
 ) -> ApiResponse:
-    ids = request.param_list("dlqIds")
-    if request.body:
-        try:
-            ids += list(json.loads(request.body).get("dlqIds") or [])
-        except (ValueError, AttributeError):
-            raise BadRequest('body must be JSON like {"dlqIds": [...]}') from None
+    ids = request.param_list("dlqIds") + _json_list(request, "dlqIds")
     if not ids:
         raise BadRequest("give the DLQ ids to delete as dlqIds")
     return ApiResponse.json({"deleted": await service.delete_dlq(ids)})
+
+
+@route("POST", r"/v2/dlq/retry")
+async def retry_dlq_many(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    ids = request.param_list("dlqIds") + _json_list(request, "dlqIds")
+    if not ids:
+        raise BadRequest("give the DLQ entries to retry as dlqIds")
+    new_ids = await service.retry_dlq(ids)
+    return ApiResponse.json({"responses": [{"messageId": m} for m in new_ids]})
+
+
+@route("POST", r"/v2/dlq/retry/(?P<id>[^/]+)")
+async def retry_dlq(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    [new_id] = await service.retry_dlq([unquote(match["id"])])
+    return ApiResponse.json({"messageId": new_id}, 201)
+
+
+# --- URL groups ------------------------------------------------------------------------------
+
+
+@route("POST", r"/v2/topics/(?P<name>[^/]+)/endpoints")
+async def upsert_endpoints(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    await service.upsert_endpoints(unquote(match["name"]), _endpoints(request))
+    return ApiResponse.json({})
+
+
+@route("DELETE", r"/v2/topics/(?P<name>[^/]+)/endpoints")
+async def remove_endpoints(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    await service.remove_endpoints(unquote(match["name"]), _endpoints(request))
+    return ApiResponse.json({})
+
+
+def _endpoints(request: ApiRequest) -> list[dict[str, Any]]:
+    endpoints = _json_list(request, "endpoints")
+    if not all(isinstance(e, dict) for e in endpoints):
+        raise BadRequest("'endpoints' must be a list of objects like {\"url\": ...}")
+    return endpoints
+
+
+@route("GET", r"/v2/topics")
+async def list_url_groups(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    return ApiResponse.json(await service.list_url_groups())
+
+
+@route("GET", r"/v2/topics/(?P<name>[^/]+)")
+async def get_url_group(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    return ApiResponse.json(await service.get_url_group(unquote(match["name"])))
+
+
+@route("DELETE", r"/v2/topics/(?P<name>[^/]+)")
+async def delete_url_group(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    await service.delete_url_group(unquote(match["name"]))
+    return ApiResponse.json({})
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -349,3 +441,11 @@ async def delete_dlq_many(
 @route("GET", r"/v2/keys")
 async def get_keys(service: RelayService, request: ApiRequest, match: re.Match[str]) -> ApiResponse:
     return ApiResponse.json({"current": service.keys.current, "next": service.keys.next})
+
+
+@route("POST", r"/v2/keys/rotate")
+async def rotate_keys(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    keys = await service.rotate_keys()
+    return ApiResponse.json({"current": keys.current, "next": keys.next})

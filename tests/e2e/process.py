@@ -57,9 +57,9 @@ class RelayProcess:
                 raise RuntimeError("relay exited at start:\n" + "".join(self.output))
             self.output.append(line)
             name, sep, value = line.strip().partition("=")
-            if sep and name.startswith("QSTASH_"):
+            if sep and name.startswith(("QSTASH_", "RELAY_")):
                 self.env[name] = value
-            if name == "QSTASH_NEXT_SIGNING_KEY":
+            if name == "RELAY_WEBHOOK_SECRET":
                 return self
         raise RuntimeError("relay did not print its settings in time")
 

@@ -16,6 +16,7 @@ from relay.client import (
     AuthError,
     BadRequest,
     Client,
+    DlqPage,
     NotFound,
     PublishResult,
     TransportError,
@@ -23,6 +24,7 @@ from relay.client import (
 from relay.receiver import RELAY_BODY, RELAY_JSON, verify_signature
 from relay.receiver import Receiver as SignatureReceiver
 from relay.server import EmbeddedRelay
+from tests.conftest import Receiver as Destination
 
 T = TypeVar("T")
 
@@ -236,3 +238,89 @@ async def test_env_configuration(relay: EmbeddedRelay, monkeypatch: pytest.Monke
     async with AsyncClient() as c:
         result = await c.publish("https://example.com/env", b"x", delay=60)
     assert isinstance(result, PublishResult)
+
+
+# --- logs, DLQ and keys ---------------------------------------------------------------------------
+
+
+async def test_events_filter_and_page_with_a_cursor(client: AsyncClient) -> None:
+    first = await client.publish("https://example.com/e1", b"x", delay=3600, label="a")
+    second = await client.publish("https://example.com/e2", b"x", delay=3600)
+    assert isinstance(first, PublishResult) and isinstance(second, PublishResult)
+    page = await client.events.list(message_id=first.message_id)
+    assert [(e.message_id, e.state, e.url) for e in page.events] == [
+        (first.message_id, "CREATED", "https://example.com/e1")
+    ]
+    [event] = page.events
+    assert event.method == "POST" and event.max_retries == 3 and event.label == "a"
+    assert event.next_delivery_time is not None and event.next_delivery_time > event.time
+    assert page.cursor is None
+
+    ids = [first.message_id, second.message_id]
+    newest = await client.events.list(message_ids=ids, state="CREATED", count=1)
+    assert [e.message_id for e in newest.events] == [second.message_id]
+    assert newest.cursor is not None
+    older = await client.events.list(message_ids=ids, cursor=newest.cursor, count=1)
+    assert [e.message_id for e in older.events] == [first.message_id]
+    with pytest.raises(TypeError, match="unknown filter"):
+        await client.events.list(messageId="x")  # type: ignore[call-arg]
+
+
+async def test_dlq_list_get_delete(client: AsyncClient, receiver: Destination) -> None:
+    receiver.respond(
+        "/dead",
+        lambda _: web.json_response(
+            {"error": "gone"}, status=489, headers={"Upstash-NonRetryable-Error": "true"}
+        ),
+    )
+    ids = []
+    for n in range(3):
+        result = await client.publish(receiver.url("/dead"), f"body {n}")
+        assert isinstance(result, PublishResult)
+        ids.append(result.message_id)
+    page = await _dlq_when(client, 3, url=receiver.url("/dead"))
+    assert {m.message_id for m in page.messages} == set(ids)
+    one = await client.dlq.get(page.messages[0].dlq_id)
+    assert (one.response_status, one.url, one.error) == (489, receiver.url("/dead"), "HTTP 489")
+    assert one.response_body == '{"error": "gone"}'
+    assert one.response_header["Upstash-NonRetryable-Error"] == ["true"]
+    assert one.body_bytes is not None and one.body_bytes.startswith(b"body ")
+    assert one.failed_at is not None
+
+    await client.dlq.delete(one.dlq_id)
+    with pytest.raises(NotFound):
+        await client.dlq.get(one.dlq_id)
+    rest = [m.dlq_id for m in page.messages if m.dlq_id != one.dlq_id]
+    assert await client.dlq.delete_many(rest) == 2
+    assert (await client.dlq.list()).messages == []
+
+
+async def _dlq_when(client: AsyncClient, count: int, **filters: Any) -> DlqPage:
+    async with asyncio.timeout(10):
+        while True:
+            page = await client.dlq.list(**filters)
+            if len(page.messages) >= count:
+                return page
+            await asyncio.sleep(0.02)
+
+
+async def test_keys(client: AsyncClient, relay: EmbeddedRelay) -> None:
+    keys = await client.keys.get()
+    assert (keys.current, keys.next) == (relay.service.keys.current, relay.service.keys.next)
+
+
+async def test_sync_client_logs_dlq_and_keys(relay: EmbeddedRelay) -> None:
+    def scenario() -> tuple[Any, ...]:
+        with sync_client(relay) as c:
+            result = c.publish("https://example.com/s", b"x", delay=60)
+            assert isinstance(result, PublishResult)
+            events = c.events.list(message_id=result.message_id)
+            dlq = c.dlq.list(count=10)
+            with pytest.raises(NotFound):
+                c.dlq.delete("1-1")
+            return events, dlq, c.keys.get(), c.dlq.delete_many(["1-1"])
+
+    events, dlq, keys, deleted = await in_thread(scenario)
+    assert [e.state for e in events.events] == ["CREATED"]
+    assert (dlq.messages, dlq.cursor, deleted) == ([], None, 0)
+    assert keys.current == relay.service.keys.current

@@ -12,7 +12,12 @@ import pytest
 from aiohttp import web
 from qstash import AsyncQStash, Receiver
 
-from relay.protocol import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
+from relay.protocol import (
+    DEV_CURRENT_SIGNING_KEY,
+    DEV_NEXT_SIGNING_KEY,
+    DEV_TOKEN,
+    DEV_WEBHOOK_SECRET,
+)
 from tests.conftest import Receiver as Destination
 from tests.e2e.process import RelayProcess
 
@@ -32,6 +37,7 @@ def test_relay_dev_prints_the_dev_credentials(relay_dev: RelayProcess) -> None:
         "QSTASH_TOKEN": DEV_TOKEN,
         "QSTASH_CURRENT_SIGNING_KEY": DEV_CURRENT_SIGNING_KEY,
         "QSTASH_NEXT_SIGNING_KEY": DEV_NEXT_SIGNING_KEY,
+        "RELAY_WEBHOOK_SECRET": DEV_WEBHOOK_SECRET,
     }
 
 

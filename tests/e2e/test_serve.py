@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiohttp
 
-from relay.protocol import DEV_TOKEN
+from relay.protocol import DEV_TOKEN, DEV_WEBHOOK_SECRET
 from tests.e2e.process import RelayProcess
 
 
@@ -19,6 +19,8 @@ async def test_serve_credentials_policy_and_shutdown(tmp_path: Path) -> None:
         assert env["QSTASH_TOKEN"] != DEV_TOKEN and len(env["QSTASH_TOKEN"]) > 30
         assert env["QSTASH_CURRENT_SIGNING_KEY"].startswith("sig_")
         assert env["QSTASH_CURRENT_SIGNING_KEY"] != env["QSTASH_NEXT_SIGNING_KEY"]
+        assert env["RELAY_WEBHOOK_SECRET"].startswith("whsec_")
+        assert env["RELAY_WEBHOOK_SECRET"] != DEV_WEBHOOK_SECRET
         headers = {"Authorization": f"Bearer {env['QSTASH_TOKEN']}"}
         async with aiohttp.ClientSession() as session:
             for url in ("http://127.0.0.1:9/x", "http://169.254.169.254/", "http://10.0.0.8/"):

@@ -1,0 +1,231 @@
+"""What one Lambda execution environment builds once and keeps: an event loop, the AWS backend,
+the service (with the token and signing keys read once from Secrets Manager) and one aiohttp
+session for deliveries. ``lambda/*.py`` are thin wrappers around :class:`LambdaRuntime`.
+
+Lambda calls a synchronous handler; the runtime keeps one event loop per container and runs
+each invocation on it, so that the aiohttp session and its pooled connections (bound to that
+loop) survive from one invocation to the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import aiohttp
+
+from relay.backends.aws import AwsBackend, LeaseDeferred
+from relay.clock import Clock, SystemClock
+from relay.config import Settings
+from relay.delivery import Deliverer
+from relay.destinations import connector_options
+from relay.http.lambda_adapter import ProxyResult, handle_event
+from relay.service import RelayService
+from relay.signing import SigningKeys
+
+log = logging.getLogger("relay.aws")
+T = TypeVar("T")
+
+# A generated secret (template.yaml's GenerateSecretString) is 96 letters and digits: the token
+# is the first 40, the signing keys are `sig_` + the next 28 and the last 28.
+_TOKEN, _CURRENT, _NEXT = slice(0, 40), slice(40, 68), slice(68, 96)
+
+
+def parse_credentials(secret: str) -> tuple[str, SigningKeys]:
+    """The token and signing keys from the secret's value: JSON ``{"token", "currentSigningKey",
+    "nextSigningKey"}`` (set by hand, or to rotate), or the 96 characters generated at deploy."""
+    text = secret.strip()
+    if text.startswith("{"):
+        data = json.loads(text)
+        return data["token"], SigningKeys(data["currentSigningKey"], data["nextSigningKey"])
+    if len(text) < _NEXT.stop:
+        raise ValueError(f"the credentials secret has {len(text)} characters, not 96 or JSON")
+    return text[_TOKEN], SigningKeys("sig_" + text[_CURRENT], "sig_" + text[_NEXT])
+
+
+def env_lines(url: str, token: str, keys: SigningKeys) -> list[str]:
+    """The four lines `relay dev` prints, for the SDKs' environment."""
+    return [
+        f"QSTASH_URL={url}",
+        f"QSTASH_TOKEN={token}",
+        f"QSTASH_CURRENT_SIGNING_KEY={keys.current}",
+        f"QSTASH_NEXT_SIGNING_KEY={keys.next}",
+    ]
+
+
+def read_secret(secret_id: str, session: Any = None) -> str:
+    """The secret's current value (one GetSecretValue call)."""
+    import boto3
+
+    client = (session or boto3.session.Session()).client("secretsmanager")
+    return str(client.get_secret_value(SecretId=secret_id)["SecretString"])
+
+
+def stack_env_lines(stack: str, region: str | None = None) -> list[str]:
+    """The QSTASH_* lines of a stack deployed from template.yaml: its ApiUrl output and the
+    credentials in its secret (for `relay aws-env`)."""
+    import boto3
+
+    session = boto3.session.Session(region_name=region)
+    described = session.client("cloudformation").describe_stacks(StackName=stack)
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Stacks"][0]["Outputs"]}
+    token, keys = parse_credentials(read_secret(outputs["CredentialsSecret"], session))
+    return env_lines(outputs["ApiUrl"], token, keys)
+
+
+class _LeaseLost(Exception):
+    """The outcome of an attempt was not stored because its lease had ended."""
+
+
+class Relay:
+    """An opened relay on AWS: backend, service and the delivery session of one container."""
+
+    def __init__(
+        self,
+        backend: AwsBackend,
+        service: RelayService,
+        session: aiohttp.ClientSession,
+        boto: Any,
+    ) -> None:
+        self.backend = backend
+        self.service = service
+        self.session = session
+        self.deliverer = Deliverer(service, session)
+        self._boto = boto
+        self._visibility_known = False
+
+    async def api(self, event: Mapping[str, Any]) -> ProxyResult:
+        """Answer one API Gateway HTTP API / function URL event."""
+        return await handle_event(
+            self.service, event, max_request_bytes=self.service.settings.max_request_bytes
+        )
+
+    async def deliver(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Deliver one SQS batch concurrently; the partial batch response lists the records
+        whose outcome was not stored (they come back after the visibility timeout).
+
+        A record is a success once its outcome is stored — delivered, re-enqueued with the
+        retry backoff, or failed to relay's DLQ — or when it needs no delivery (cancelled or
+        already finished): the event source mapping then deletes it.
+        """
+        if not self._visibility_known:
+            await self._learn_visibility()
+        results = await asyncio.gather(
+            *(self._deliver_record(record) for record in records), return_exceptions=True
+        )
+        failures = []
+        for record, result in zip(records, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, LeaseDeferred | _LeaseLost):
+                    log.error(
+                        "record %s: outcome not stored, it comes back after its visibility timeout",
+                        record.get("messageId"),
+                        exc_info=result,
+                    )
+                failures.append({"itemIdentifier": record["messageId"]})
+        return {"batchItemFailures": failures}
+
+    async def _learn_visibility(self) -> None:
+        """A record's lease lasts as long as the queue hides it: read the queue's visibility
+        timeout (once per container) rather than keep a second copy of the number."""
+        assert self.backend.queue_url is not None
+        sqs = self._boto.client("sqs")
+        answer = await asyncio.to_thread(
+            sqs.get_queue_attributes,
+            QueueUrl=self.backend.queue_url,
+            AttributeNames=["VisibilityTimeout"],
+        )
+        self.backend.record_visibility = int(answer["Attributes"]["VisibilityTimeout"]) * 1000
+        self._visibility_known = True
+
+    async def _deliver_record(self, record: Mapping[str, Any]) -> None:
+        now = self.service.clock.now_ms()
+        lease = await self.backend.lease_record(record, now)
+        if lease is not None and not await self.deliverer.deliver(lease):
+            # Another lease took the message over (or it was cancelled): keep this copy; the
+            # backend drops it on its next receipt if nothing is left to do.
+            raise _LeaseLost(lease.message.id)
+
+    async def tick(self) -> dict[str, Any]:
+        """Move what came due (long delays, long retry backoffs) to the dispatch queue."""
+        moved = await self.backend.promote_due(self.service.clock.now_ms())
+        return {"promoted": moved}
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.backend.close()
+
+
+async def open_relay(
+    environ: Mapping[str, str], *, clock: Clock | None = None, boto_session: Any = None
+) -> Relay:
+    """Build and open the relay a container serves, from the function's environment."""
+    import boto3
+
+    settings = Settings()
+    boto = boto_session or boto3.session.Session()
+    secret = await asyncio.to_thread(read_secret, environ["RELAY_CREDENTIALS_SECRET"], boto)
+    token, keys = parse_credentials(secret)
+    backend = AwsBackend.from_env(environ, session=boto)
+    await backend.open()
+    allow_private = settings.allow_private_destinations
+    service = RelayService(
+        backend,
+        settings,
+        keys=keys,
+        token=token,
+        clock=clock or SystemClock(),
+        allow_private=allow_private,
+    )
+    connector = aiohttp.TCPConnector(
+        limit=settings.delivery_concurrency, **connector_options(allow_private)
+    )
+    # No cookie jar: a destination's cookies must not travel with later deliveries.
+    session = aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+    )
+    return Relay(backend, service, session, boto)
+
+
+class LambdaRuntime:
+    """The per-container state of one function: built on the first invocation, then reused.
+
+    Each handler module makes one; the local emulator loads each function's module on its own,
+    so that, as on Lambda, every function has its own container.
+    """
+
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        *,
+        opener: Callable[[Mapping[str, str]], Awaitable[Relay]] | None = None,
+    ) -> None:
+        self._environ = environ
+        self._opener = opener or open_relay
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._relay: Relay | None = None
+
+    def run(self, work: Callable[[Relay], Awaitable[T]]) -> T:
+        """Run ``work`` on this container's loop, opening the relay on first use."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(self._run(work))
+
+    async def _run(self, work: Callable[[Relay], Awaitable[T]]) -> T:
+        if self._relay is None:
+            self._relay = await self._opener(os.environ if self._environ is None else self._environ)
+        return await work(self._relay)
+
+    def close(self) -> None:
+        """Release the session, backend and loop (Lambda never does; the emulator does)."""
+        if self._loop is None:
+            return
+        if self._relay is not None:
+            self._loop.run_until_complete(self._relay.close())
+            self._relay = None
+        self._loop.close()
+        self._loop = None

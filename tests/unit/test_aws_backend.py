@@ -1,0 +1,390 @@
+"""AWS-only behaviour, on moto: long delays and backoffs wait in DynamoDB until the ticker moves
+them to SQS with the delay left, large bodies live in S3, dedup holds under races, stale SQS
+copies are dropped, the Lambda path leaves deletion to the event source, and what one message
+costs in AWS requests."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import pytest
+
+from relay.backends.aws import TABLE_SCHEMA, TIME_INDEX, TTL_ATTRIBUTE, AwsBackend, LeaseDeferred
+from relay.models import DlqEntry, DlqQuery, Event, EventQuery, MessageState, Settlement
+from tests.conformance.test_backend_port import T0, _delivered, _message
+from tests.conftest import aws_backend
+
+SECOND, MINUTE, HOUR = 1000, 60_000, 3_600_000
+
+
+@pytest.fixture
+async def aws() -> AsyncIterator[AwsBackend]:
+    with aws_backend() as backend:  # max_sqs_delay = 900 s, as deployed
+        await backend.open()
+        try:
+            yield backend
+        finally:
+            await backend.close()
+
+
+class Calls:
+    """Every AWS request the backend makes (botocore hooks), and the copies it sends to SQS."""
+
+    def __init__(self, backend: AwsBackend) -> None:
+        self.counts: Counter[str] = Counter()
+        self.sent: list[dict[str, Any]] = []
+        for client in (backend._db, backend._sqs, backend._s3):
+            client.meta.events.register("before-call", self._count)
+        backend._sqs.meta.events.register(
+            "provide-client-params.sqs.SendMessageBatch", self._record
+        )
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.counts[model.name] += 1
+
+    def _record(self, params: dict[str, Any], **_: Any) -> None:
+        self.sent += params["Entries"]
+
+    def take(self) -> dict[str, int]:
+        counts = dict(self.counts)
+        self.counts.clear()
+        return counts
+
+
+def _retry(message_id: str, retried: int, next_due: int, now: int) -> Settlement:
+    message = _message(message_id)
+    return Settlement(
+        state=MessageState.RETRY,
+        retried=retried,
+        next_due=next_due,
+        events=[Event.of(message, MessageState.RETRY, now)],
+    )
+
+
+def _record(received: dict[str, Any]) -> dict[str, Any]:
+    """An SQS message as a Lambda event record carries it."""
+    return {
+        "messageId": received["MessageId"],
+        "receiptHandle": received["ReceiptHandle"],
+        "body": received["Body"],
+        "attributes": {"ApproximateReceiveCount": "1"},
+    }
+
+
+async def _queued(aws: AwsBackend) -> int:
+    """Messages in the dispatch queue, visible, delayed or in flight."""
+    attributes = aws._sqs.get_queue_attributes(QueueUrl=aws._queue(), AttributeNames=["All"])
+    return sum(
+        int(attributes["Attributes"][name])
+        for name in (
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        )
+    )
+
+
+def _receive(aws: AwsBackend) -> list[dict[str, Any]]:
+    answer = aws._sqs.receive_message(
+        QueueUrl=aws._queue(), MaxNumberOfMessages=10, VisibilityTimeout=60
+    )
+    return list(answer.get("Messages", []))
+
+
+async def test_twenty_minute_delay_waits_in_dynamodb_until_the_ticker_moves_it(
+    aws: AwsBackend,
+) -> None:
+    calls = Calls(aws)
+    due = T0 + 20 * MINUTE
+    await aws.accept([_message("msg_d", due)], [], T0, 0)
+    assert calls.sent == [] and await _queued(aws) == 0
+    assert await aws.next_due() == due
+    assert await aws.promote_due(T0 + 4 * MINUTE) == 0  # 16 minutes away: too far for SQS
+    assert await aws.promote_due(T0 + 5 * MINUTE + 1500) == 1
+    [copy] = calls.sent
+    assert copy["DelaySeconds"] == 899  # 898.5 s left, rounded up: never early
+    assert orjson.loads(copy["MessageBody"]) == {"id": "msg_d", "g": 1}
+    assert await aws.next_due() is None
+    assert await aws.promote_due(T0 + 6 * MINUTE) == 0  # moved once
+    assert await aws.lease(T0 + 6 * MINUTE, 10, 30_000) == []  # SQS keeps it for its delay
+    stored = await aws.get_message("msg_d")
+    assert stored is not None and stored.state == MessageState.CREATED
+
+
+async def test_due_long_delay_is_leased_through_the_ticker(aws: AwsBackend) -> None:
+    due = T0 + 20 * MINUTE
+    await aws.accept([_message("msg_n", due)], [], T0, 0)
+    assert await aws.lease(due - 16 * MINUTE, 10, 30_000) == []  # not yet within SQS's reach
+    [lease] = await aws.lease(due, 10, 30_000)  # lease() runs the ticker itself
+    assert lease.message.id == "msg_n" and lease.message.state == MessageState.ACTIVE
+
+
+async def test_two_hour_retry_backoff_waits_in_dynamodb(aws: AwsBackend) -> None:
+    calls = Calls(aws)
+    await aws.accept([_message("msg_r")], [], T0, 0)
+    [lease] = await aws.lease(T0, 1, 30_000)
+    assert await aws.settle(lease, _retry("msg_r", 1, T0 + 2 * HOUR, T0), T0)
+    assert len(calls.sent) == 1  # the first copy only: the retry waits in DynamoDB
+    assert await _queued(aws) == 0  # and the leased copy is gone
+    assert await aws.next_due() == T0 + 2 * HOUR
+    assert await aws.lease(T0 + HOUR, 10, 30_000) == []
+    assert await aws.promote_due(T0 + 2 * HOUR - 10 * MINUTE) == 1
+    assert calls.sent[-1]["DelaySeconds"] == 600
+    assert orjson.loads(calls.sent[-1]["MessageBody"]) == {"id": "msg_r", "g": 2}
+
+
+async def test_long_retry_is_leased_when_due_with_its_retried_count(aws: AwsBackend) -> None:
+    await aws.accept([_message("msg_l")], [], T0, 0)
+    [lease] = await aws.lease(T0, 1, 30_000)
+    assert await aws.settle(lease, _retry("msg_l", 1, T0 + 2 * HOUR, T0), T0)
+    assert await aws.lease(T0 + 2 * HOUR - 16 * MINUTE, 10, 30_000) == []
+    [again] = await aws.lease(T0 + 2 * HOUR, 10, 30_000)
+    assert again.message.retried == 1
+
+
+async def test_short_retry_goes_straight_to_sqs_with_its_delay(aws: AwsBackend) -> None:
+    calls = Calls(aws)
+    await aws.accept([_message("msg_s")], [], T0, 0)
+    [lease] = await aws.lease(T0, 1, 30_000)
+    assert await aws.settle(lease, _retry("msg_s", 1, T0 + 12_182, T0), T0)
+    assert calls.sent[-1]["DelaySeconds"] == 13
+    assert await aws.next_due() is None
+    assert await _queued(aws) == 1  # the new copy; the leased one was deleted
+
+
+async def test_large_body_round_trips_through_s3(aws: AwsBackend) -> None:
+    body = os.urandom(500_000)  # over DynamoDB's 400 KB item limit
+    message = replace(_message("msg_big"), body=body)
+    await aws.accept([message], [], T0, 0)
+    objects = aws._s3.list_objects_v2(Bucket="relay-bodies")["Contents"]
+    assert [o["Key"] for o in objects] == ["body/msg_big"]
+    stored = await aws.get_message("msg_big")
+    assert stored is not None and stored.body == body
+    [lease] = await aws.lease(T0, 1, 30_000)
+    assert lease.message.body == body
+    response = b"r" * 10_000
+    entry = DlqEntry(
+        dlq_id="1800000000000-1",
+        message=replace(lease.message, state=MessageState.FAILED),
+        failed_at=T0,
+        response_status=500,
+        response_headers=[("X-A", "1")],
+        response_body=response,
+        error="HTTP 500",
+    )
+    failed = Settlement(
+        state=MessageState.FAILED,
+        retried=0,
+        next_due=None,
+        events=[Event.of(message, MessageState.FAILED, T0, dlqId=entry.dlq_id)],
+        dlq=entry,
+    )
+    assert await aws.settle(lease, failed, T0)
+    got = await aws.get_dlq(entry.dlq_id)
+    assert got is not None and got.message.body == body and got.response_body == response
+    assert got.response_headers == [("X-A", "1")] and got.error == "HTTP 500"
+    [listed] = (await aws.list_dlq(DlqQuery(response_statuses=[500]))).items
+    assert listed.message.body == body
+    assert (await aws.list_dlq(DlqQuery(response_statuses=[404]))).items == []
+
+
+async def test_small_body_stays_inline(aws: AwsBackend) -> None:
+    await aws.accept([replace(_message("msg_small"), body=b"x" * 4096)], [], T0, 0)
+    assert "Contents" not in aws._s3.list_objects_v2(Bucket="relay-bodies")
+
+
+async def test_dedup_within_window_batch_and_after_expiry(aws: AwsBackend) -> None:
+    first = replace(_message("msg_1"), dedup_key="k")
+    twin = replace(_message("msg_2"), dedup_key="k")
+    [a, b] = await aws.accept([first, twin], [], T0, 600_000)
+    assert (a.message_id, a.deduplicated) == ("msg_1", False)
+    assert (b.message_id, b.deduplicated) == ("msg_1", True)
+    [c] = await aws.accept([replace(_message("msg_3"), dedup_key="k")], [], T0 + 599_999, 600_000)
+    assert (c.message_id, c.deduplicated) == ("msg_1", True)
+    [d] = await aws.accept([replace(_message("msg_4"), dedup_key="k")], [], T0 + 600_000, 600_000)
+    assert (d.message_id, d.deduplicated) == ("msg_4", False)
+    assert await aws.get_message("msg_2") is None and await aws.get_message("msg_3") is None
+
+
+async def test_dedup_race_lost_after_the_read_is_still_deduplicated(
+    aws: AwsBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await aws.accept([replace(_message("msg_1"), dedup_key="k")], [], T0, 600_000)
+    read = aws._dedup_entries
+    reads: list[list[str]] = []
+
+    async def stale_first(keys: list[str], now: int) -> Any:
+        reads.append(list(keys))
+        return {} if len(reads) == 1 else await read(keys, now)
+
+    # As if a concurrent publish stored the id between our read and our write.
+    monkeypatch.setattr(aws, "_dedup_entries", stale_first)
+    [answer] = await aws.accept([replace(_message("msg_2"), dedup_key="k")], [], T0, 600_000)
+    assert (answer.message_id, answer.deduplicated) == ("msg_1", True)
+    assert reads == [["k"], ["k"]]
+    assert await aws.get_message("msg_2") is None
+
+
+async def test_batch_over_one_transaction_is_stored_whole(aws: AwsBackend) -> None:
+    messages = [replace(_message(f"msg_{i:03d}"), dedup_key=f"k{i}") for i in range(60)]
+    events = [Event.of(m, MessageState.CREATED, T0) for m in messages]
+    answers = await aws.accept(messages, events, T0, 600_000)  # 180 items: 2 transactions
+    assert [a.message_id for a in answers] == [m.id for m in messages]
+    for m in messages:
+        assert await aws.get_message(m.id) is not None
+    page = await aws.list_events(EventQuery(states=[MessageState.CREATED], count=100))
+    assert len(page.items) == 60 and page.cursor is None
+
+
+async def test_failed_second_transaction_rolls_back_the_first(
+    aws: AwsBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transact = aws._transact
+    calls: list[int] = []
+
+    async def fail_second(items: list[Any]) -> None:
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise RuntimeError("DynamoDB is down")
+        await transact(items)
+
+    monkeypatch.setattr(aws, "_transact", fail_second)
+    messages = [replace(_message(f"msg_{i:03d}"), dedup_key=f"k{i}") for i in range(60)]
+    with pytest.raises(RuntimeError, match="down"):
+        await aws.accept(messages, [], T0, 600_000)
+    assert len(calls) == 2
+    for m in messages:
+        assert await aws.get_message(m.id) is None
+    # the dedup ids went with them: publishing again stores the messages
+    [again] = await aws.accept([messages[0]], [], T0, 600_000)
+    assert not again.deduplicated
+
+
+async def test_failed_batch_write_rolls_back_what_it_stored(
+    aws: AwsBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_all = aws._put_all
+
+    async def throttled(items: list[Any]) -> None:
+        await put_all(items[:25])
+        raise RuntimeError("throttled")
+
+    monkeypatch.setattr(aws, "_put_all", throttled)
+    messages = [_message(f"msg_{i:03d}") for i in range(20)]
+    events = [Event.of(m, MessageState.CREATED, T0) for m in messages]
+    with pytest.raises(RuntimeError, match="throttled"):
+        await aws.accept(messages, events, T0, 600_000)
+    for m in messages:
+        assert await aws.get_message(m.id) is None
+    assert (await aws.list_events(EventQuery())).items == []
+
+
+async def test_cancel_of_a_promoted_message_drops_its_copy(aws: AwsBackend) -> None:
+    due = T0 + 20 * MINUTE
+    message = _message("msg_c", due)
+    await aws.accept([message], [Event.of(message, MessageState.CREATED, T0)], T0, 0)
+    assert await aws.promote_due(due) == 1  # in SQS now, due at once
+    assert await aws.cancel(["msg_c"], due) == ["msg_c"]
+    assert await aws.lease(due, 10, 30_000) == []
+    assert await _queued(aws) == 0  # the copy was received, found cancelled and deleted
+    stored = await aws.get_message("msg_c")
+    assert stored is not None and stored.state == MessageState.CANCELED
+    page = await aws.list_events(EventQuery(message_ids=["msg_c"]))
+    assert [e.state for e in page.items] == [MessageState.CANCELED, MessageState.CREATED]
+    assert await aws.cancel(["msg_c", "msg_unknown"], due) == []
+
+
+async def test_cancel_of_a_waiting_message_takes_it_off_the_ticker(aws: AwsBackend) -> None:
+    await aws.accept([_message("msg_w", T0 + HOUR)], [], T0, 0)
+    assert await aws.cancel(["msg_w"], T0) == ["msg_w"]
+    assert await aws.next_due() is None
+    assert await aws.promote_due(T0 + HOUR) == 0
+
+
+async def test_lambda_record_is_leased_and_left_to_the_event_source(aws: AwsBackend) -> None:
+    message = _message("msg_lambda")
+    await aws.accept([message], [], T0, 0)
+    [received] = _receive(aws)
+    lease = await aws.lease_record(_record(received), T0)
+    assert lease is not None and lease.message.state == MessageState.ACTIVE
+    assert await aws.settle(lease, _delivered(message, T0), T0)
+    assert await _queued(aws) == 1  # the event source mapping deletes it, not settle
+    # the same record seen again (a redelivery): nothing to do, report success
+    assert await aws.lease_record(_record(received), T0) is None
+
+
+async def test_lambda_record_of_a_message_not_stored_yet_is_deferred_then_dropped(
+    aws: AwsBackend,
+) -> None:
+    aws._sqs.send_message(QueueUrl=aws._queue(), MessageBody='{"id":"msg_later","g":0}')
+    [received] = _receive(aws)
+    with pytest.raises(LeaseDeferred):
+        await aws.lease_record(_record(received), T0)
+    record = _record(received)
+    record["attributes"]["ApproximateReceiveCount"] = "5"
+    assert await aws.lease_record(record, T0) is None  # an orphan: its accept never landed
+
+
+async def test_duplicate_copy_waits_for_the_live_lease(aws: AwsBackend) -> None:
+    message = _message("msg_dup")
+    await aws.accept([message], [], T0, 0)
+    # a second copy of the same generation, as a promotion that crashed and ran again sends
+    aws._sqs.send_message(QueueUrl=aws._queue(), MessageBody='{"id":"msg_dup","g":0}')
+    first, second = _receive(aws)
+    assert await aws.lease_record(_record(first), T0, visibility=60_000) is not None
+    with pytest.raises(LeaseDeferred):
+        await aws.lease_record(_record(second), T0 + 1000)
+    # once the lease has lapsed, the copy is a redelivery
+    assert await aws.lease_record(_record(second), T0 + 60_000) is not None
+
+
+async def test_stale_copy_after_a_retry_is_dropped(aws: AwsBackend) -> None:
+    await aws.accept([_message("msg_st")], [], T0, 0)
+    [received] = _receive(aws)
+    lease = await aws.lease_record(_record(received), T0)
+    assert lease is not None
+    assert await aws.settle(lease, _retry("msg_st", 1, T0 + 5000, T0), T0)
+    # the old copy comes back (the event source had not deleted it yet): generation 0 is stale
+    assert await aws.lease_record(_record(received), T0 + 60_000) is None
+
+
+async def test_requests_per_message(aws: AwsBackend) -> None:
+    """What one publish → delivered costs on the Lambda path (the cost model's input)."""
+    calls = Calls(aws)
+    message = _message("msg_cost")
+    await aws.accept([message], [Event.of(message, MessageState.CREATED, T0)], T0, 600_000)
+    assert calls.take() == {"SendMessageBatch": 1, "BatchWriteItem": 1}
+    [received] = _receive(aws)
+    calls.take()
+    lease = await aws.lease_record(_record(received), T0)
+    assert lease is not None
+    assert calls.take() == {"UpdateItem": 1, "BatchWriteItem": 1}
+    assert await aws.settle(lease, _delivered(message, T0), T0)
+    assert calls.take() == {"UpdateItem": 1, "BatchWriteItem": 1}
+
+
+async def test_requests_per_batch_and_per_dedup_id(aws: AwsBackend) -> None:
+    calls = Calls(aws)
+    messages = [_message(f"msg_b{i:02d}") for i in range(100)]
+    events = [Event.of(m, MessageState.CREATED, T0) for m in messages]
+    await aws.accept(messages, events, T0, 600_000)
+    # no transaction without dedup ids: 10 copies per SQS call, 25 items per DynamoDB call
+    assert calls.take() == {"SendMessageBatch": 10, "BatchWriteItem": 8}
+    keyed = replace(_message("msg_k"), dedup_key="k")
+    await aws.accept([keyed], [Event.of(keyed, MessageState.CREATED, T0)], T0, 600_000)
+    assert calls.take() == {"BatchGetItem": 1, "SendMessageBatch": 1, "TransactWriteItems": 1}
+
+
+async def test_created_table_follows_the_schema(aws: AwsBackend) -> None:
+    table = aws._db.describe_table(TableName="relay")["Table"]
+    assert table["KeySchema"] == TABLE_SCHEMA["KeySchema"]
+    [index] = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == TIME_INDEX
+    assert index["Projection"] == TABLE_SCHEMA["GlobalSecondaryIndexes"][0]["Projection"]
+    ttl = aws._db.describe_time_to_live(TableName="relay")["TimeToLiveDescription"]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": TTL_ATTRIBUTE}
