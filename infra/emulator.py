@@ -31,6 +31,7 @@ from typing import Any
 import boto3
 from aiohttp import web
 
+from infra import moto_fixes
 from infra.meter import AwsMeter
 from infra.stack import Deployed, LocalStack
 from infra.template import Function, Transformed, rate_seconds, transform_template
@@ -374,6 +375,7 @@ class LocalAws:
     async def start(self) -> LocalAws:
         from moto.server import ThreadedMotoServer
 
+        moto_fixes.apply()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._env = contextlib.ExitStack()
         self._env.enter_context(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import json
 import os
 import time
@@ -30,6 +31,7 @@ __all__ = [
     "AsyncEvents",
     "AsyncKeys",
     "AsyncMessages",
+    "AsyncUrlGroups",
     "AuthError",
     "BadRequest",
     "BatchMessage",
@@ -38,6 +40,7 @@ __all__ = [
     "DlqFilter",
     "DlqMessage",
     "DlqPage",
+    "Endpoint",
     "Event",
     "EventFilter",
     "Events",
@@ -54,6 +57,8 @@ __all__ = [
     "ServerError",
     "SigningKeys",
     "TransportError",
+    "UrlGroup",
+    "UrlGroups",
 ]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
@@ -326,6 +331,42 @@ class EventsPage:
 
     events: list[Event]
     cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One endpoint of a URL group: its URL and an optional name."""
+
+    url: str
+    name: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        return {"url": self.url} if self.name is None else {"url": self.url, "name": self.name}
+
+
+@dataclass(frozen=True, slots=True)
+class UrlGroup:
+    """A URL group (topic): publishing to its name delivers to each endpoint."""
+
+    name: str
+    endpoints: list[Endpoint]
+    created_at: int | None = None  # unix milliseconds
+    updated_at: int | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UrlGroup:
+        """Parse leniently, as `Message.from_json`."""
+        endpoints = [
+            Endpoint(e["url"], _str(e.get("name")))
+            for e in data.get("endpoints") or []
+            if isinstance(e, dict) and isinstance(e.get("url"), str)
+        ]
+        return cls(
+            name=_str(data.get("name")) or "",
+            endpoints=endpoints,
+            created_at=_int(data.get("createdAt")),
+            updated_at=_int(data.get("updatedAt")),
+        )
 
 
 def _str(value: Any) -> str | None:
@@ -687,7 +728,24 @@ def _delete_dlq_many(dlq_ids: Iterable[str]) -> _Call[int]:
     return _Call(request, lambda r: _int(_json_object(r).get("deleted")) or 0)
 
 
-def _get_keys() -> _Call[SigningKeys]:
+def _json_request(method: str, target: str, body: Any) -> _Request:
+    return _Request(method, target, {"Content-Type": "application/json"}, _dumps(body).encode())
+
+
+def _cancel_messages(message_ids: Iterable[str]) -> _Call[int]:
+    request = _json_request("DELETE", "/v2/messages", {"messageIds": list(message_ids)})
+    return _Call(request, lambda r: _int(_json_object(r).get("cancelled")) or 0)
+
+
+def _retry_dlq(dlq_ids: Iterable[str]) -> _Call[list[str]]:
+    def parse(response: httpx.Response) -> list[str]:
+        answers = _json_object(response).get("responses") or []
+        return [a["messageId"] for a in answers if isinstance(a, dict) and "messageId" in a]
+
+    return _Call(_json_request("POST", "/v2/dlq/retry", {"dlqIds": list(dlq_ids)}), parse)
+
+
+def _keys(method: str, target: str) -> _Call[SigningKeys]:
     def parse(response: httpx.Response) -> SigningKeys:
         data = _json_object(response)
         current, following = _str(data.get("current")), _str(data.get("next"))
@@ -695,7 +753,41 @@ def _get_keys() -> _Call[SigningKeys]:
             raise RelayError(f"unexpected keys answer: {data!r:.200}")
         return SigningKeys(current, following)
 
-    return _Call(_Request("GET", "/v2/keys"), parse)
+    return _Call(_Request(method, target), parse)
+
+
+def _group_path(name: str, rest: str = "") -> str:
+    return "/v2/topics/" + quote(name, safe="") + rest
+
+
+def _upsert_endpoints(name: str, endpoints: Iterable[Endpoint | str]) -> _Call[None]:
+    items = [(Endpoint(e) if isinstance(e, str) else e).to_json() for e in endpoints]
+    request = _json_request("POST", _group_path(name, "/endpoints"), {"endpoints": items})
+    return _Call(request, _ignore)
+
+
+def _remove_endpoints(name: str, urls: Iterable[str], names: Iterable[str]) -> _Call[None]:
+    items = [{"url": u} for u in urls] + [{"name": n} for n in names]
+    request = _json_request("DELETE", _group_path(name, "/endpoints"), {"endpoints": items})
+    return _Call(request, _ignore)
+
+
+def _get_url_group(name: str) -> _Call[UrlGroup]:
+    return _Call(_Request("GET", _group_path(name)), lambda r: UrlGroup.from_json(_json_object(r)))
+
+
+def _list_url_groups() -> _Call[list[UrlGroup]]:
+    def parse(response: httpx.Response) -> list[UrlGroup]:
+        data = _json(response)
+        if not isinstance(data, list):
+            raise RelayError(f"expected a JSON array, got {data!r:.200}")
+        return [UrlGroup.from_json(g) for g in data if isinstance(g, dict)]
+
+    return _Call(_Request("GET", "/v2/topics"), parse)
+
+
+def _delete_url_group(name: str) -> _Call[None]:
+    return _Call(_Request("DELETE", _group_path(name)), _ignore)
 
 
 # --- senders ------------------------------------------------------------------------------------
@@ -761,6 +853,10 @@ class Messages:
         """Stop a message from being delivered; one already in flight may still arrive."""
         self._run(_cancel_message(message_id))
 
+    def cancel_many(self, message_ids: Iterable[str]) -> int:
+        """Cancel several messages; returns how many were still cancellable."""
+        return self._run(_cancel_messages(message_ids))
+
 
 class AsyncMessages:
     """``client.messages`` of `AsyncClient`."""
@@ -775,6 +871,10 @@ class AsyncMessages:
     async def cancel(self, message_id: str) -> None:
         """Stop a message from being delivered; one already in flight may still arrive."""
         await self._run(_cancel_message(message_id))
+
+    async def cancel_many(self, message_ids: Iterable[str]) -> int:
+        """Cancel several messages; returns how many were still cancellable."""
+        return await self._run(_cancel_messages(message_ids))
 
 
 class Events:
@@ -835,6 +935,10 @@ class Dlq:
         """Remove several messages from the DLQ; returns how many there were."""
         return self._run(_delete_dlq_many(dlq_ids))
 
+    def retry(self, dlq_ids: Iterable[str]) -> builtins.list[str]:
+        """Publish DLQ messages again (and take them out of the DLQ); the new message ids."""
+        return self._run(_retry_dlq(dlq_ids))
+
 
 class AsyncDlq:
     """``client.dlq`` of `AsyncClient`."""
@@ -860,6 +964,10 @@ class AsyncDlq:
         """Remove several messages from the DLQ; returns how many there were."""
         return await self._run(_delete_dlq_many(dlq_ids))
 
+    async def retry(self, dlq_ids: Iterable[str]) -> builtins.list[str]:
+        """Publish DLQ messages again (and take them out of the DLQ); the new message ids."""
+        return await self._run(_retry_dlq(dlq_ids))
+
 
 class Keys:
     """``client.keys``: the signing keys receivers verify deliveries with."""
@@ -869,7 +977,40 @@ class Keys:
 
     def get(self) -> SigningKeys:
         """The current and the next signing key."""
-        return self._run(_get_keys())
+        return self._run(_keys("GET", "/v2/keys"))
+
+    def rotate(self) -> SigningKeys:
+        """Promote the next key to current and make a new next; returns the new pair."""
+        return self._run(_keys("POST", "/v2/keys/rotate"))
+
+
+class UrlGroups:
+    """``client.url_groups``: named sets of endpoints that a publish fans out to."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+
+    def upsert_endpoints(self, name: str, endpoints: Iterable[Endpoint | str]) -> None:
+        """Add endpoints (URLs, or `Endpoint` with a name); the group is made if missing."""
+        self._run(_upsert_endpoints(name, endpoints))
+
+    def remove_endpoints(
+        self, name: str, *, urls: Iterable[str] = (), names: Iterable[str] = ()
+    ) -> None:
+        """Remove endpoints by URL or by name; a group left empty is deleted."""
+        self._run(_remove_endpoints(name, urls, names))
+
+    def get(self, name: str) -> UrlGroup:
+        """One group (`NotFound` if there is none)."""
+        return self._run(_get_url_group(name))
+
+    def list(self) -> builtins.list[UrlGroup]:
+        """Every group."""
+        return self._run(_list_url_groups())
+
+    def delete(self, name: str) -> None:
+        """Delete a group (`NotFound` if there is none)."""
+        self._run(_delete_url_group(name))
 
 
 class AsyncKeys:
@@ -880,7 +1021,40 @@ class AsyncKeys:
 
     async def get(self) -> SigningKeys:
         """The current and the next signing key."""
-        return await self._run(_get_keys())
+        return await self._run(_keys("GET", "/v2/keys"))
+
+    async def rotate(self) -> SigningKeys:
+        """Promote the next key to current and make a new next; returns the new pair."""
+        return await self._run(_keys("POST", "/v2/keys/rotate"))
+
+
+class AsyncUrlGroups:
+    """``client.url_groups`` of `AsyncClient`."""
+
+    def __init__(self, run: _AsyncRun) -> None:
+        self._run = run
+
+    async def upsert_endpoints(self, name: str, endpoints: Iterable[Endpoint | str]) -> None:
+        """Add endpoints (URLs, or `Endpoint` with a name); the group is made if missing."""
+        await self._run(_upsert_endpoints(name, endpoints))
+
+    async def remove_endpoints(
+        self, name: str, *, urls: Iterable[str] = (), names: Iterable[str] = ()
+    ) -> None:
+        """Remove endpoints by URL or by name; a group left empty is deleted."""
+        await self._run(_remove_endpoints(name, urls, names))
+
+    async def get(self, name: str) -> UrlGroup:
+        """One group (`NotFound` if there is none)."""
+        return await self._run(_get_url_group(name))
+
+    async def list(self) -> builtins.list[UrlGroup]:
+        """Every group."""
+        return await self._run(_list_url_groups())
+
+    async def delete(self, name: str) -> None:
+        """Delete a group (`NotFound` if there is none)."""
+        await self._run(_delete_url_group(name))
 
 
 class Client:
@@ -908,6 +1082,7 @@ class Client:
         self.events = Events(self._run)
         self.dlq = Dlq(self._run)
         self.keys = Keys(self._run)
+        self.url_groups = UrlGroups(self._run)
 
     def publish(
         self, url: str, body: bytes | str = b"", **options: Unpack[PublishOptions]
@@ -986,6 +1161,7 @@ class AsyncClient:
         self.events = AsyncEvents(self._run)
         self.dlq = AsyncDlq(self._run)
         self.keys = AsyncKeys(self._run)
+        self.url_groups = AsyncUrlGroups(self._run)
 
     async def publish(
         self, url: str, body: bytes | str = b"", **options: Unpack[PublishOptions]

@@ -20,7 +20,9 @@ from relay.client import (
     NotFound,
     PublishResult,
     TransportError,
+    UrlGroup,
 )
+from relay.client import Endpoint as GroupEndpoint
 from relay.receiver import RELAY_BODY, RELAY_JSON, verify_signature
 from relay.receiver import Receiver as SignatureReceiver
 from relay.server import EmbeddedRelay
@@ -324,3 +326,62 @@ async def test_sync_client_logs_dlq_and_keys(relay: EmbeddedRelay) -> None:
     assert [e.state for e in events.events] == ["CREATED"]
     assert (dlq.messages, dlq.cursor, deleted) == ([], None, 0)
     assert keys.current == relay.service.keys.current
+
+
+async def test_cancel_many(client: AsyncClient) -> None:
+    ids = []
+    for n in range(3):
+        result = await client.publish(f"https://example.com/c{n}", b"x", delay=3600)
+        assert isinstance(result, PublishResult)
+        ids.append(result.message_id)
+    assert await client.messages.cancel_many(ids[:2]) == 2
+    assert await client.messages.cancel_many(ids) == 1  # the first two are finished already
+
+
+async def test_dlq_retry_publishes_again(client: AsyncClient, receiver: Destination) -> None:
+    receiver.respond(
+        "/flaky",
+        lambda _: web.Response(status=489, headers={"Upstash-NonRetryable-Error": "true"}),
+        200,
+    )
+    result = await client.publish(receiver.url("/flaky"), b"again")
+    assert isinstance(result, PublishResult)
+    page = await _dlq_when(client, 1)
+    [new_id] = await client.dlq.retry([page.messages[0].dlq_id])
+    assert new_id != result.message_id
+    deliveries = await receiver.wait_for(2, "/flaky")
+    assert deliveries[1].headers["Upstash-Message-Id"] == new_id
+    assert (await client.dlq.list()).messages == []
+
+
+async def test_url_groups(client: AsyncClient, receiver: Destination) -> None:
+    await client.url_groups.upsert_endpoints(
+        "team", [receiver.url("/a"), GroupEndpoint(receiver.url("/b"), name="b")]
+    )
+    group = await client.url_groups.get("team")
+    assert isinstance(group, UrlGroup)
+    assert group.name == "team" and group.created_at is not None
+    assert group.endpoints == [
+        GroupEndpoint(receiver.url("/a")),
+        GroupEndpoint(receiver.url("/b"), "b"),
+    ]
+    published = await client.publish_json("team", {"hi": 1})
+    assert isinstance(published, list)
+    assert sorted(r.url or "" for r in published) == [receiver.url("/a"), receiver.url("/b")]
+    await receiver.wait_for(2)
+
+    await client.url_groups.remove_endpoints("team", names=["b"])
+    assert [g.endpoints for g in await client.url_groups.list()] == [
+        [GroupEndpoint(receiver.url("/a"))]
+    ]
+    await client.url_groups.delete("team")
+    with pytest.raises(NotFound):
+        await client.url_groups.get("team")
+
+
+async def test_key_rotation(client: AsyncClient, relay: EmbeddedRelay) -> None:
+    before = await client.keys.get()
+    after = await client.keys.rotate()
+    assert after.current == before.next and after.next != before.next
+    assert (await client.keys.get()) == after
+    assert relay.service.keys.webhook_secret is not None  # rotation keeps the webhook secret
