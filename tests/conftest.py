@@ -62,6 +62,9 @@ def aws_backend(**options: Any) -> Iterator[AwsBackend]:
     with mock.patch.dict(os.environ, MOTO_ENVIRONMENT), mock_aws():
         for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
             os.environ.pop(name, None)
+        # One boto3 call at a time: in-process moto's state is not thread-safe (a concurrent
+        # write was seen to fail with "dictionary changed size during iteration").
+        options.setdefault("max_workers", 1)
         backend = AwsBackend(
             "relay",
             queue_name="relay-dispatch",
