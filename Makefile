@@ -46,14 +46,14 @@ sam-build: $(INFRA_STAMP)
 	$(INFRA_VENV)/bin/sam build --template template.yaml
 
 # Run by `sam build` (the layer's BuildMethod: makefile), in a copy of this directory: relay and
-# its dependencies for Lambda's Python 3.11 on arm64, into the layer's python/ folder. boto3
-# comes with the Lambda runtime.
+# its dependencies for Lambda's Python 3.11 on arm64, into the layer's python/ folder. boto3 is
+# bundled (the `aws` extra): the runtime's copy may predate API parameters the backend uses.
 build-RelayLayer:
 	rm -rf build/layer-wheel
 	$(PYTHON) -m pip wheel --quiet --no-deps --wheel-dir build/layer-wheel .
 	$(PYTHON) -m pip install --quiet --target "$(ARTIFACTS_DIR)/python" \
 		--platform manylinux2014_aarch64 --implementation cp --python-version 3.11 \
-		--only-binary=:all: build/layer-wheel/relay-*.whl
+		--only-binary=:all: "$$(ls build/layer-wheel/relay-*.whl)[aws]"
 
 # The TypeScript SDK's Receiver, run by the interop tests (tests/node), from npm.
 NODE_DEPS := tests/node/node_modules/.installed
@@ -61,7 +61,14 @@ $(NODE_DEPS): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_DEPS)
 
-test: lint lint-infra $(NODE_DEPS)
+# Debian's chromium for the console's browser tests (tests/console): Playwright drives it as it
+# is, and never downloads a browser of its own.
+CHROMIUM := $(VENV)/.chromium
+$(CHROMIUM): $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	touch $(CHROMIUM)
+
+test: lint lint-infra $(NODE_DEPS) $(CHROMIUM)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

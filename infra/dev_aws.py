@@ -20,6 +20,7 @@ DEV_CREDENTIALS = {
     "token": p.DEV_TOKEN,
     "currentSigningKey": p.DEV_CURRENT_SIGNING_KEY,
     "nextSigningKey": p.DEV_NEXT_SIGNING_KEY,
+    "webhookSecret": p.DEV_WEBHOOK_SECRET,
 }
 
 

@@ -30,7 +30,8 @@ class _CopyOncePerTransaction:
     @staticmethod
     def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
         cache: dict[int, Any] | None = getattr(_backups, "cache", None)
-        if cache is None:
+        # Only the table backups: they live through the whole call, so their ids are stable.
+        if cache is None or type(value).__name__ != "Table":
             return copy.deepcopy(value, memo)
         if id(value) not in cache:
             cache[id(value)] = copy.deepcopy(value, memo)

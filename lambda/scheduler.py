@@ -1,5 +1,5 @@
-"""Every minute (EventBridge schedule): move long delays and long retry backoffs that came due
-to the dispatch queue."""
+"""Every minute (EventBridge schedule): fire the cron schedules that are due, and move long
+delays and long retry backoffs that came due to the dispatch queue."""
 
 from __future__ import annotations
 

@@ -10,41 +10,55 @@ loop) survive from one invocation to the next.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
 
+from relay import scheduling, webhooks
 from relay.backends.aws import AwsBackend, LeaseDeferred
 from relay.clock import Clock, SystemClock
 from relay.config import Settings
 from relay.delivery import Deliverer
 from relay.destinations import connector_options
 from relay.http.lambda_adapter import ProxyResult, handle_event
+from relay.metrics import Metrics
 from relay.service import RelayService
 from relay.signing import SigningKeys
 
 log = logging.getLogger("relay.aws")
 T = TypeVar("T")
 
-# A generated secret (template.yaml's GenerateSecretString) is 96 letters and digits: the token
-# is the first 40, the signing keys are `sig_` + the next 28 and the last 28.
-_TOKEN, _CURRENT, _NEXT = slice(0, 40), slice(40, 68), slice(68, 96)
+# A generated secret (template.yaml's GenerateSecretString) is 128 letters and digits: the token
+# is the first 40, the signing keys are `sig_` + the next 28 and the 28 after, and the last 32
+# are the bytes of the Standard Webhooks `whsec_` secret.
+_TOKEN, _CURRENT, _NEXT, _WEBHOOK = slice(0, 40), slice(40, 68), slice(68, 96), slice(96, 128)
 
 
 def parse_credentials(secret: str) -> tuple[str, SigningKeys]:
-    """The token and signing keys from the secret's value: JSON ``{"token", "currentSigningKey",
-    "nextSigningKey"}`` (set by hand, or to rotate), or the 96 characters generated at deploy."""
+    """The token and signing keys from the secret's value: the 128 characters generated at
+    deploy, or JSON ``{"token", "currentSigningKey", "nextSigningKey"}`` (optionally
+    ``"webhookSecret"`` and ``"webhookKeys"``), set by hand — to keep QStash's keys when moving
+    from QStash, or to rotate."""
     text = secret.strip()
     if text.startswith("{"):
         data = json.loads(text)
-        return data["token"], SigningKeys(data["currentSigningKey"], data["nextSigningKey"])
-    if len(text) < _NEXT.stop:
-        raise ValueError(f"the credentials secret has {len(text)} characters, not 96 or JSON")
-    return text[_TOKEN], SigningKeys("sig_" + text[_CURRENT], "sig_" + text[_NEXT])
+        webhook_secret = data.get("webhookSecret")
+        return data["token"], SigningKeys(
+            data["currentSigningKey"],
+            data["nextSigningKey"],
+            webhooks.check_secret(webhook_secret) if webhook_secret else None,
+            tuple(data.get("webhookKeys") or ()),
+        )
+    if len(text) < _WEBHOOK.stop or not text.isalnum():
+        raise ValueError("the credentials secret is neither 128 letters and digits nor JSON")
+    webhook_secret = webhooks.SECRET_PREFIX + base64.b64encode(text[_WEBHOOK].encode()).decode()
+    return text[_TOKEN], SigningKeys("sig_" + text[_CURRENT], "sig_" + text[_NEXT], webhook_secret)
 
 
 def env_lines(url: str, token: str, keys: SigningKeys) -> list[str]:
@@ -97,6 +111,8 @@ class Relay:
         self.deliverer = Deliverer(service, session)
         self._boto = boto
         self._visibility_known = False
+        # CloudWatch dimensions of the EMF lines: one stack's figures apart from another's.
+        self.metric_dimensions = {"Stack": "relay"}
 
     async def api(self, event: Mapping[str, Any]) -> ProxyResult:
         """Answer one API Gateway HTTP API / function URL event."""
@@ -151,9 +167,23 @@ class Relay:
             raise _LeaseLost(lease.message.id)
 
     async def tick(self) -> dict[str, Any]:
-        """Move what came due (long delays, long retry backoffs) to the dispatch queue."""
-        moved = await self.backend.promote_due(self.service.clock.now_ms())
-        return {"promoted": moved}
+        """Fire the cron schedules that are due (so on AWS a fire is up to a minute late) and
+        move what came due (long delays, long retry backoffs) to the dispatch queue."""
+        now = self.service.clock.now_ms()
+        fired = (await scheduling.tick(self.service, now)).fired
+        moved = await self.backend.promote_due(now)
+        # Once a minute, the queue gauges (the API and delivery functions only count).
+        self.service.metrics.observe_queue(await self.backend.queue_stats(now), now)
+        return {"fired": fired, "promoted": moved}
+
+    def flush_metrics(self) -> None:
+        """Write what this invocation counted as CloudWatch EMF lines (stdout is the log)."""
+        lines = self.service.metrics.drain_emf(
+            dimensions=self.metric_dimensions, now=self.service.clock.now_ms()
+        )
+        if lines:
+            sys.stdout.write("".join(line + "\n" for line in lines))
+            sys.stdout.flush()
 
     async def close(self) -> None:
         await self.session.close()
@@ -180,6 +210,7 @@ async def open_relay(
         token=token,
         clock=clock or SystemClock(),
         allow_private=allow_private,
+        metrics=Metrics(emf=True),
     )
     connector = aiohttp.TCPConnector(
         limit=settings.delivery_concurrency, **connector_options(allow_private)
@@ -188,7 +219,9 @@ async def open_relay(
     session = aiohttp.ClientSession(
         connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
     )
-    return Relay(backend, service, session, boto)
+    relay = Relay(backend, service, session, boto)
+    relay.metric_dimensions = {"Stack": environ.get("RELAY_STACK_NAME") or "relay"}
+    return relay
 
 
 class LambdaRuntime:
@@ -218,7 +251,10 @@ class LambdaRuntime:
     async def _run(self, work: Callable[[Relay], Awaitable[T]]) -> T:
         if self._relay is None:
             self._relay = await self._opener(os.environ if self._environ is None else self._environ)
-        return await work(self._relay)
+        try:
+            return await work(self._relay)
+        finally:
+            self._relay.flush_metrics()
 
     def close(self) -> None:
         """Release the session, backend and loop (Lambda never does; the emulator does)."""

@@ -15,6 +15,8 @@ import click
 from relay import webhooks
 from relay.backends.base import Backend
 from relay.backends.sqlite import DatabaseInUse, SqliteBackend
+from relay.cli_commands import COMMANDS, KEY_COMMANDS
+from relay.cli_output import EXIT_CODES_HELP
 from relay.config import Settings
 from relay.server import EmbeddedRelay
 from relay.service import WEBHOOK_KEYS_SETTING, resolve_credentials
@@ -28,7 +30,9 @@ def _options(func: Any) -> Any:
     return func
 
 
-@click.group()
+@click.group(
+    help="relay: a self-hosted, QStash-compatible HTTP message relay.\n\n" + EXIT_CODES_HELP
+)
 @click.version_option(package_name="relay")
 def main() -> None:
     """relay: a self-hosted, QStash-compatible HTTP message relay."""
@@ -131,6 +135,10 @@ def keys() -> None:
     """Show a relay's keys; manage the ed25519 keys of its Standard Webhooks `v1a` signatures.
 
     \b
+    get, rotate: the signing keys of the relay at QSTASH_URL (any backend), through its API.
+    The others work on a SQLite database directly.
+
+    \b
     Rotating an ed25519 key without a receiver noticing:
       1. relay keys add-ed25519, and restart the relay: it signs with the old and the new key;
       2. give receivers the new public key;
@@ -221,3 +229,11 @@ def _with_backend(db: str | None, use: Callable[[Backend, Settings], Awaitable[T
 
 async def _stored_keys(backend: Backend) -> list[str]:
     return list(json.loads(await backend.get_setting(WEBHOOK_KEYS_SETTING) or "[]"))
+
+
+# --- remote commands (relay.cli_commands): a running relay through its API ---------------------
+
+for _command in COMMANDS:
+    main.add_command(_command)
+for _command in KEY_COMMANDS:
+    keys.add_command(_command)

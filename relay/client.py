@@ -29,8 +29,11 @@ __all__ = [
     "AsyncClient",
     "AsyncDlq",
     "AsyncEvents",
+    "AsyncFlowControl",
     "AsyncKeys",
     "AsyncMessages",
+    "AsyncQueues",
+    "AsyncSchedules",
     "AsyncUrlGroups",
     "AuthError",
     "BadRequest",
@@ -45,6 +48,10 @@ __all__ = [
     "EventFilter",
     "Events",
     "EventsPage",
+    "FlowControl",
+    "FlowControlInfo",
+    "FlowControlOptions",
+    "GlobalParallelism",
     "Keys",
     "Message",
     "Messages",
@@ -52,8 +59,13 @@ __all__ = [
     "PublishOptions",
     "PublishResponse",
     "PublishResult",
+    "Queue",
+    "Queues",
     "RateLimited",
     "RelayError",
+    "Schedule",
+    "ScheduleOptions",
+    "Schedules",
     "ServerError",
     "SigningKeys",
     "TransportError",
@@ -179,6 +191,8 @@ class Message:
     retry_delay_expression: str | None = None
     label: str | None = None
     labels: tuple[str, ...] = ()
+    state: str | None = None  # relay's addition: CREATED, ACTIVE, RETRY, DELIVERED, ...
+    retried: int | None = None  # relay's addition: attempts retried so far
 
     @property
     def body_bytes(self) -> bytes | None:
@@ -221,6 +235,8 @@ def _message_fields(data: Mapping[str, Any]) -> dict[str, Any]:
         "retry_delay_expression": _str(data.get("retryDelayExpression")),
         "label": label,
         "labels": _labels(data.get("labels"), label),
+        "state": _str(data.get("state")),
+        "retried": _int(data.get("retried")),
     }
 
 
@@ -369,6 +385,78 @@ class UrlGroup:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A cron schedule: what it publishes to ``destination`` at each fire time, and its state.
+
+    Times are unix milliseconds; ``last_schedule_states`` maps the last fire's message ids to
+    ``IN_PROGRESS``, ``SUCCESS`` or ``FAIL``.
+    """
+
+    schedule_id: str
+    destination: str
+    cron: str
+    created_at: int | None = None
+    method: str = "POST"
+    retries: int | None = None
+    header: dict[str, list[str]] = field(default_factory=dict)
+    body: str | None = None
+    body_base64: str | None = None
+    delay: int | None = None  # seconds
+    timeout: int | None = None  # seconds
+    callback: str | None = None
+    failure_callback: str | None = None
+    callback_header: dict[str, list[str]] = field(default_factory=dict)
+    failure_callback_header: dict[str, list[str]] = field(default_factory=dict)
+    retry_delay_expression: str | None = None
+    queue_name: str | None = None
+    caller_ip: str | None = None
+    paused: bool = False
+    label: str | None = None
+    labels: tuple[str, ...] = ()
+    flow_control_key: str | None = None
+    last_schedule_time: int | None = None
+    next_schedule_time: int | None = None
+    last_schedule_states: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Schedule:
+        """Parse leniently, as `Message.from_json`."""
+        label = _str(data.get("label"))
+        states = data.get("lastScheduleStates")
+        return cls(
+            schedule_id=_str(data.get("scheduleId")) or "",
+            destination=_str(data.get("destination")) or "",
+            cron=_str(data.get("cron")) or "",
+            created_at=_int(data.get("createdAt")),
+            method=_str(data.get("method")) or "POST",
+            retries=_int(data.get("retries")),
+            header=_header_map(data.get("header")),
+            body=_str(data.get("body")),
+            body_base64=_str(data.get("bodyBase64")),
+            delay=_int(data.get("delay")),
+            timeout=_int(data.get("timeout")),
+            callback=_str(data.get("callback")),
+            failure_callback=_str(data.get("failureCallback")),
+            callback_header=_header_map(data.get("callbackHeader")),
+            failure_callback_header=_header_map(data.get("failureCallbackHeader")),
+            retry_delay_expression=_str(data.get("retryDelayExpression")),
+            queue_name=_str(data.get("queueName")),
+            caller_ip=_str(data.get("callerIP")) or _str(data.get("callerIp")),
+            paused=data.get("isPaused") is True,
+            label=label,
+            labels=_labels(data.get("labels"), label),
+            flow_control_key=_str(data.get("flowControlKey")),
+            last_schedule_time=_int(data.get("lastScheduleTime")),
+            next_schedule_time=_int(data.get("nextScheduleTime")),
+            last_schedule_states=(
+                {str(k): str(v) for k, v in states.items()} if isinstance(states, dict) else {}
+            ),
+            error=_str(data.get("error")),
+        )
+
+
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -437,6 +525,16 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
 # --- requests -----------------------------------------------------------------------------------
 
 
+class FlowControlOptions(TypedDict, total=False):
+    """``flow_control`` of publish: a key, and the limits it sets for every message with it
+    (``period``: seconds or a duration string, default 1 s; the latest message's limits win)."""
+
+    key: Required[str]
+    parallelism: int
+    rate: int
+    period: int | str
+
+
 class PublishOptions(TypedDict, total=False):
     """Per-message options of publish, publish_json and batch items; each becomes one header.
 
@@ -458,6 +556,7 @@ class PublishOptions(TypedDict, total=False):
     deduplication_id: str | None
     content_based_deduplication: bool
     label: str | None
+    flow_control: FlowControlOptions | None
 
 
 class BatchMessage(PublishOptions, total=False):
@@ -511,7 +610,16 @@ def _option_headers(options: Mapping[str, Any]) -> dict[str, str]:
             headers[header] = render(value)
     if options.get("content_based_deduplication"):
         headers["Upstash-Content-Based-Deduplication"] = "true"
+    if flow := options.get("flow_control"):
+        headers.update(_flow_control_headers(flow))
     return headers
+
+
+def _flow_control_headers(flow: Mapping[str, Any]) -> dict[str, str]:
+    parts = [f"{name}={int(flow[name])}" for name in ("parallelism", "rate") if name in flow]
+    if "period" in flow:
+        parts.append(f"period={_duration(flow['period'])}")
+    return {"Upstash-Flow-Control-Key": flow["key"], "Upstash-Flow-Control-Value": ", ".join(parts)}
 
 
 def _dumps(value: Any) -> str:
@@ -790,6 +898,218 @@ def _delete_url_group(name: str) -> _Call[None]:
     return _Call(_Request("DELETE", _group_path(name)), _ignore)
 
 
+class ScheduleOptions(TypedDict, total=False):
+    """Options of `Schedules.create`: those of publish that apply to each fire's message, the
+    schedule's own id (create or replace) and the queue its messages go to."""
+
+    content_type: str | None
+    method: str | None
+    headers: Mapping[str, str] | None
+    delay: int | str | None
+    retries: int | None
+    retry_delay: str | None
+    callback: str | None
+    failure_callback: str | None
+    timeout: int | str | None
+    label: str | None
+    schedule_id: str | None
+    queue: str | None
+
+
+def _schedule_path(schedule_id: str, rest: str = "") -> str:
+    return "/v2/schedules/" + quote(schedule_id, safe="") + rest
+
+
+def _create_schedule(
+    destination: str, cron: str, body: bytes | str, options: Mapping[str, Any]
+) -> _Call[str]:
+    options = dict(options)
+    schedule_id, queue = options.pop("schedule_id", None), options.pop("queue", None)
+    headers = {**_option_headers(options), "Upstash-Cron": cron}
+    if schedule_id is not None:
+        headers["Upstash-Schedule-Id"] = schedule_id
+    if queue is not None:
+        headers["Upstash-Queue-Name"] = queue
+    # The destination goes into the path raw, as for publish.
+    request = _Request("POST", "/v2/schedules/" + destination, headers, _as_bytes(body))
+
+    def parse(response: httpx.Response) -> str:
+        schedule_id = _json_object(response).get("scheduleId")
+        if not isinstance(schedule_id, str):
+            raise RelayError("unexpected schedule answer: no scheduleId")
+        return schedule_id
+
+    return _Call(request, parse)
+
+
+def _get_schedule(schedule_id: str) -> _Call[Schedule]:
+    request = _Request("GET", _schedule_path(schedule_id))
+    return _Call(request, lambda r: Schedule.from_json(_json_object(r)))
+
+
+def _list_schedules() -> _Call[list[Schedule]]:
+    def parse(response: httpx.Response) -> list[Schedule]:
+        data = _json(response)
+        if not isinstance(data, list):
+            raise RelayError(f"expected a JSON array, got {data!r:.200}")
+        return [Schedule.from_json(s) for s in data if isinstance(s, dict)]
+
+    return _Call(_Request("GET", "/v2/schedules"), parse)
+
+
+def _schedule_call(method: str, schedule_id: str, rest: str = "") -> _Call[None]:
+    return _Call(_Request(method, _schedule_path(schedule_id, rest)), _ignore)
+
+
+# --- queues and flow control -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """A FIFO queue: ``parallelism`` messages delivered at a time; ``lag`` counts its messages
+    not finished yet. Times are unix milliseconds."""
+
+    name: str
+    parallelism: int = 1
+    paused: bool = False
+    lag: int = 0
+    created_at: int | None = None
+    updated_at: int | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Queue:
+        """Parse leniently, as `Message.from_json`."""
+        return cls(
+            name=_str(data.get("name")) or "",
+            parallelism=_int(data.get("parallelism")) or 1,
+            paused=data.get("paused") is True,
+            lag=_int(data.get("lag")) or 0,
+            created_at=_int(data.get("createdAt")),
+            updated_at=_int(data.get("updatedAt")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FlowControlInfo:
+    """A flow-control key: its limits (0: none), calls under way, tokens spent in the rate
+    window (``rate_period`` seconds, started at ``rate_period_start``, unix seconds), messages
+    waiting, and whether it is paused or has pinned limits."""
+
+    key: str
+    wait_list_size: int = 0
+    parallelism_max: int = 0
+    parallelism_count: int = 0
+    rate_max: int = 0
+    rate_count: int = 0
+    rate_period: int = 0
+    rate_period_start: int = 0
+    is_paused: bool = False
+    is_pinned_parallelism: bool = False
+    is_pinned_rate: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FlowControlInfo:
+        """Parse leniently, as `Message.from_json`."""
+        return cls(
+            key=_str(data.get("flowControlKey")) or "",
+            **{
+                name: _int(data.get(wire)) or 0
+                for name, wire in (
+                    ("wait_list_size", "waitListSize"),
+                    ("parallelism_max", "parallelismMax"),
+                    ("parallelism_count", "parallelismCount"),
+                    ("rate_max", "rateMax"),
+                    ("rate_count", "rateCount"),
+                    ("rate_period", "ratePeriod"),
+                    ("rate_period_start", "ratePeriodStart"),
+                )
+            },
+            is_paused=data.get("isPaused") is True,
+            is_pinned_parallelism=data.get("isPinnedParallelism") is True,
+            is_pinned_rate=data.get("isPinnedRate") is True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalParallelism:
+    """Calls under way over all keys, and how many may run at once."""
+
+    parallelism_max: int
+    parallelism_count: int
+
+
+def _queue_path(name: str, rest: str = "") -> str:
+    return "/v2/queues/" + quote(name, safe="") + rest
+
+
+def _enqueue_request(
+    queue: str, destination: str, body: bytes | str, options: Mapping[str, Any]
+) -> _Call[PublishResponse]:
+    # As publish: the destination goes into the path raw.
+    target = "/v2/enqueue/" + quote(queue, safe="") + "/" + destination
+    request = _Request("POST", target, _option_headers(options), _as_bytes(body))
+    return _Call(request, lambda r: _publish_response(_json(r)))
+
+
+def _upsert_queue(name: str, parallelism: int | None, paused: bool | None) -> _Call[None]:
+    body: dict[str, Any] = {"queueName": name}
+    if parallelism is not None:
+        body["parallelism"] = parallelism
+    if paused is not None:
+        body["paused"] = paused
+    return _Call(_json_request("POST", "/v2/queues", body), _ignore)
+
+
+def _get_queue(name: str) -> _Call[Queue]:
+    return _Call(_Request("GET", _queue_path(name)), lambda r: Queue.from_json(_json_object(r)))
+
+
+def _list_of(target: str, parse: Callable[[Mapping[str, Any]], T]) -> _Call[list[T]]:
+    def parse_list(response: httpx.Response) -> list[T]:
+        data = _json(response)
+        if not isinstance(data, list):
+            raise RelayError(f"expected a JSON array, got {data!r:.200}")
+        return [parse(item) for item in data if isinstance(item, dict)]
+
+    return _Call(_Request("GET", target), parse_list)
+
+
+def _flow_path(key: str, rest: str = "", params: Mapping[str, str] | None = None) -> str:
+    query = "?" + urlencode(params) if params else ""
+    return "/v2/flowControl/" + quote(key, safe="") + rest + query
+
+
+def _get_flow_control(key: str) -> _Call[FlowControlInfo]:
+    request = _Request("GET", _flow_path(key))
+    return _Call(request, lambda r: FlowControlInfo.from_json(_json_object(r)))
+
+
+def _global_parallelism() -> _Call[GlobalParallelism]:
+    def parse(response: httpx.Response) -> GlobalParallelism:
+        data = _json_object(response)
+        return GlobalParallelism(
+            _int(data.get("parallelismMax")) or 0, _int(data.get("parallelismCount")) or 0
+        )
+
+    return _Call(_Request("GET", "/v2/globalParallelism"), parse)
+
+
+def _pin_params(
+    parallelism: int | None, rate: int | None, period: int | str | None
+) -> dict[str, str]:
+    params = {}
+    for name, value in (("parallelism", parallelism), ("rate", rate)):
+        if value is not None:
+            params[name] = str(int(value))
+    if period is not None:
+        params["period"] = _duration(period)
+    return params
+
+
+def _flow_call(method: str, target: str) -> _Call[None]:
+    return _Call(_Request(method, target), _ignore)
+
+
 # --- senders ------------------------------------------------------------------------------------
 
 
@@ -1057,6 +1377,285 @@ class AsyncUrlGroups:
         await self._run(_delete_url_group(name))
 
 
+class Schedules:
+    """``client.schedules``: cron schedules that publish a message at each fire time."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+
+    def create(
+        self,
+        destination: str,
+        cron: str,
+        body: bytes | str = b"",
+        **options: Unpack[ScheduleOptions],
+    ) -> str:
+        """Publish to a URL or URL group on ``cron`` (five fields, UTC unless prefixed with
+        ``CRON_TZ=<zone> ``); ``schedule_id`` replaces that schedule. Returns the schedule id."""
+        return self._run(_create_schedule(destination, cron, body, options))
+
+    def create_json(
+        self, destination: str, cron: str, body: Any, **options: Unpack[ScheduleOptions]
+    ) -> str:
+        """`create` with ``body`` sent as compact JSON and ``Content-Type: application/json``."""
+        return self._run(
+            _create_schedule(destination, cron, _dumps(body), _with_json_type(options))
+        )
+
+    def get(self, schedule_id: str) -> Schedule:
+        """One schedule (`NotFound` if there is none)."""
+        return self._run(_get_schedule(schedule_id))
+
+    def list(self) -> builtins.list[Schedule]:
+        """Every schedule."""
+        return self._run(_list_schedules())
+
+    def delete(self, schedule_id: str) -> None:
+        """Delete a schedule (`NotFound` if there is none)."""
+        self._run(_schedule_call("DELETE", schedule_id))
+
+    def pause(self, schedule_id: str) -> None:
+        """Stop firing until resumed."""
+        self._run(_schedule_call("PATCH", schedule_id, "/pause"))
+
+    def resume(self, schedule_id: str) -> None:
+        """Fire again from now on (fire times missed while paused are skipped)."""
+        self._run(_schedule_call("PATCH", schedule_id, "/resume"))
+
+
+class AsyncSchedules:
+    """``client.schedules`` of `AsyncClient`."""
+
+    def __init__(self, run: _AsyncRun) -> None:
+        self._run = run
+
+    async def create(
+        self,
+        destination: str,
+        cron: str,
+        body: bytes | str = b"",
+        **options: Unpack[ScheduleOptions],
+    ) -> str:
+        """Publish to a URL or URL group on ``cron`` (five fields, UTC unless prefixed with
+        ``CRON_TZ=<zone> ``); ``schedule_id`` replaces that schedule. Returns the schedule id."""
+        return await self._run(_create_schedule(destination, cron, body, options))
+
+    async def create_json(
+        self, destination: str, cron: str, body: Any, **options: Unpack[ScheduleOptions]
+    ) -> str:
+        """`create` with ``body`` sent as compact JSON and ``Content-Type: application/json``."""
+        request = _create_schedule(destination, cron, _dumps(body), _with_json_type(options))
+        return await self._run(request)
+
+    async def get(self, schedule_id: str) -> Schedule:
+        """One schedule (`NotFound` if there is none)."""
+        return await self._run(_get_schedule(schedule_id))
+
+    async def list(self) -> builtins.list[Schedule]:
+        """Every schedule."""
+        return await self._run(_list_schedules())
+
+    async def delete(self, schedule_id: str) -> None:
+        """Delete a schedule (`NotFound` if there is none)."""
+        await self._run(_schedule_call("DELETE", schedule_id))
+
+    async def pause(self, schedule_id: str) -> None:
+        """Stop firing until resumed."""
+        await self._run(_schedule_call("PATCH", schedule_id, "/pause"))
+
+    async def resume(self, schedule_id: str) -> None:
+        """Fire again from now on (fire times missed while paused are skipped)."""
+        await self._run(_schedule_call("PATCH", schedule_id, "/resume"))
+
+
+class Queues:
+    """``client.queues``: FIFO queues; a message waits for the one before it (with parallelism
+    1) until that one is delivered or failed, its retries and callbacks included."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+
+    def enqueue(
+        self, queue: str, url: str, body: bytes | str = b"", **options: Unpack[PublishOptions]
+    ) -> PublishResponse:
+        """Publish to the end of ``queue`` (created with parallelism 1 if missing)."""
+        return self._run(_enqueue_request(queue, url, body, options))
+
+    def enqueue_json(
+        self, queue: str, url: str, body: Any, **options: Unpack[PublishOptions]
+    ) -> PublishResponse:
+        """`enqueue` with ``body`` sent as compact JSON and ``Content-Type: application/json``."""
+        return self._run(_enqueue_request(queue, url, _dumps(body), _with_json_type(options)))
+
+    def upsert(
+        self, name: str, *, parallelism: int | None = None, paused: bool | None = None
+    ) -> None:
+        """Create or update a queue; what is not given keeps its value (defaults 1, running)."""
+        self._run(_upsert_queue(name, parallelism, paused))
+
+    def get(self, name: str) -> Queue:
+        """One queue (`NotFound` if there is none)."""
+        return self._run(_get_queue(name))
+
+    def list(self) -> builtins.list[Queue]:
+        """Every queue."""
+        return self._run(_list_of("/v2/queues", Queue.from_json))
+
+    def delete(self, name: str) -> None:
+        """Delete a queue; its messages are still delivered, one at a time."""
+        self._run(_flow_call("DELETE", _queue_path(name)))
+
+    def pause(self, name: str) -> None:
+        """Keep accepting messages, start none until resumed."""
+        self._run(_flow_call("POST", _queue_path(name, "/pause")))
+
+    def resume(self, name: str) -> None:
+        self._run(_flow_call("POST", _queue_path(name, "/resume")))
+
+
+class AsyncQueues:
+    """``client.queues`` of `AsyncClient`."""
+
+    def __init__(self, run: _AsyncRun) -> None:
+        self._run = run
+
+    async def enqueue(
+        self, queue: str, url: str, body: bytes | str = b"", **options: Unpack[PublishOptions]
+    ) -> PublishResponse:
+        """Publish to the end of ``queue`` (created with parallelism 1 if missing)."""
+        return await self._run(_enqueue_request(queue, url, body, options))
+
+    async def enqueue_json(
+        self, queue: str, url: str, body: Any, **options: Unpack[PublishOptions]
+    ) -> PublishResponse:
+        """`enqueue` with ``body`` sent as compact JSON and ``Content-Type: application/json``."""
+        request = _enqueue_request(queue, url, _dumps(body), _with_json_type(options))
+        return await self._run(request)
+
+    async def upsert(
+        self, name: str, *, parallelism: int | None = None, paused: bool | None = None
+    ) -> None:
+        """Create or update a queue; what is not given keeps its value (defaults 1, running)."""
+        await self._run(_upsert_queue(name, parallelism, paused))
+
+    async def get(self, name: str) -> Queue:
+        """One queue (`NotFound` if there is none)."""
+        return await self._run(_get_queue(name))
+
+    async def list(self) -> builtins.list[Queue]:
+        """Every queue."""
+        return await self._run(_list_of("/v2/queues", Queue.from_json))
+
+    async def delete(self, name: str) -> None:
+        """Delete a queue; its messages are still delivered, one at a time."""
+        await self._run(_flow_call("DELETE", _queue_path(name)))
+
+    async def pause(self, name: str) -> None:
+        """Keep accepting messages, start none until resumed."""
+        await self._run(_flow_call("POST", _queue_path(name, "/pause")))
+
+    async def resume(self, name: str) -> None:
+        await self._run(_flow_call("POST", _queue_path(name, "/resume")))
+
+
+class FlowControl:
+    """``client.flow_control``: the keys that limit calls (publish with ``flow_control=``)."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+
+    def get(self, key: str) -> FlowControlInfo:
+        """One key (`NotFound` if no message or call has named it yet)."""
+        return self._run(_get_flow_control(key))
+
+    def list(self, search: str | None = None) -> builtins.list[FlowControlInfo]:
+        """Every key, or those whose name contains ``search``."""
+        target = "/v2/flowControl" + ("?" + urlencode({"search": search}) if search else "")
+        return self._run(_list_of(target, FlowControlInfo.from_json))
+
+    def global_parallelism(self) -> GlobalParallelism:
+        return self._run(_global_parallelism())
+
+    def pause(self, key: str) -> None:
+        """Its messages wait (new ones too) until resumed."""
+        self._run(_flow_call("POST", _flow_path(key, "/pause")))
+
+    def resume(self, key: str) -> None:
+        self._run(_flow_call("POST", _flow_path(key, "/resume")))
+
+    def pin(
+        self,
+        key: str,
+        *,
+        parallelism: int | None = None,
+        rate: int | None = None,
+        period: int | str | None = None,
+    ) -> None:
+        """Fix limits: later messages' values no longer change what is pinned."""
+        self._run(
+            _flow_call("POST", _flow_path(key, "/pin", _pin_params(parallelism, rate, period)))
+        )
+
+    def unpin(self, key: str, *, parallelism: bool = False, rate: bool = False) -> None:
+        """Let the next message's values apply again (neither given: both)."""
+        params = {"parallelism": str(parallelism).lower(), "rate": str(rate).lower()}
+        self._run(
+            _flow_call("POST", _flow_path(key, "/unpin", params if parallelism or rate else None))
+        )
+
+    def reset_rate(self, key: str) -> None:
+        """Start a new rate window now, with no tokens spent."""
+        self._run(_flow_call("POST", _flow_path(key, "/resetRate")))
+
+
+class AsyncFlowControl:
+    """``client.flow_control`` of `AsyncClient`."""
+
+    def __init__(self, run: _AsyncRun) -> None:
+        self._run = run
+
+    async def get(self, key: str) -> FlowControlInfo:
+        """One key (`NotFound` if no message or call has named it yet)."""
+        return await self._run(_get_flow_control(key))
+
+    async def list(self, search: str | None = None) -> builtins.list[FlowControlInfo]:
+        """Every key, or those whose name contains ``search``."""
+        target = "/v2/flowControl" + ("?" + urlencode({"search": search}) if search else "")
+        return await self._run(_list_of(target, FlowControlInfo.from_json))
+
+    async def global_parallelism(self) -> GlobalParallelism:
+        return await self._run(_global_parallelism())
+
+    async def pause(self, key: str) -> None:
+        """Its messages wait (new ones too) until resumed."""
+        await self._run(_flow_call("POST", _flow_path(key, "/pause")))
+
+    async def resume(self, key: str) -> None:
+        await self._run(_flow_call("POST", _flow_path(key, "/resume")))
+
+    async def pin(
+        self,
+        key: str,
+        *,
+        parallelism: int | None = None,
+        rate: int | None = None,
+        period: int | str | None = None,
+    ) -> None:
+        """Fix limits: later messages' values no longer change what is pinned."""
+        target = _flow_path(key, "/pin", _pin_params(parallelism, rate, period))
+        await self._run(_flow_call("POST", target))
+
+    async def unpin(self, key: str, *, parallelism: bool = False, rate: bool = False) -> None:
+        """Let the next message's values apply again (neither given: both)."""
+        params = {"parallelism": str(parallelism).lower(), "rate": str(rate).lower()}
+        target = _flow_path(key, "/unpin", params if parallelism or rate else None)
+        await self._run(_flow_call("POST", target))
+
+    async def reset_rate(self, key: str) -> None:
+        """Start a new rate window now, with no tokens spent."""
+        await self._run(_flow_call("POST", _flow_path(key, "/resetRate")))
+
+
 class Client:
     """Blocking client for a relay (or QStash) v2 API.
 
@@ -1083,6 +1682,9 @@ class Client:
         self.dlq = Dlq(self._run)
         self.keys = Keys(self._run)
         self.url_groups = UrlGroups(self._run)
+        self.schedules = Schedules(self._run)
+        self.queues = Queues(self._run)
+        self.flow_control = FlowControl(self._run)
 
     def publish(
         self, url: str, body: bytes | str = b"", **options: Unpack[PublishOptions]
@@ -1162,6 +1764,9 @@ class AsyncClient:
         self.dlq = AsyncDlq(self._run)
         self.keys = AsyncKeys(self._run)
         self.url_groups = AsyncUrlGroups(self._run)
+        self.schedules = AsyncSchedules(self._run)
+        self.queues = AsyncQueues(self._run)
+        self.flow_control = AsyncFlowControl(self._run)
 
     async def publish(
         self, url: str, body: bytes | str = b"", **options: Unpack[PublishOptions]

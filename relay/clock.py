@@ -35,6 +35,17 @@ class ManualClock:
         self._now += ms
 
 
+class OffsetClock:
+    """The wall clock moved by ``offset_ms``: `relay dev` with ``RELAY_CLOCK_OFFSET_SECONDS``, to
+    see time-based behaviour (a cron schedule's next fire) without waiting for it."""
+
+    def __init__(self, offset_ms: int) -> None:
+        self.offset_ms = offset_ms
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000) + self.offset_ms
+
+
 def random_id(prefix: str, length: int = 27) -> str:
     """``prefix`` + ``length`` random base58 characters, like QStash's ``msg_…`` ids."""
     # One read of the OS's randomness, spelled out in base58 (27 digits hold 158 bits).
@@ -55,3 +66,6 @@ class Ids:
     def dlq_id(self, now_ms: int) -> str:
         # QStash's DLQ ids look like `1725323658779-0`; ours add randomness after the time.
         return f"{now_ms}-{secrets.randbelow(10**9)}"
+
+    def schedule_id(self) -> str:
+        return random_id("scd_")

@@ -44,4 +44,10 @@ class Settings(BaseSettings):
 
     delivery_concurrency: int = 64
     poll_interval_seconds: float = 1.0
+    # The embedded ticker wakes at the next cron fire time, and at least this often (to see
+    # schedules changed by another process on a shared backend).
+    schedule_tick_seconds: float = 1.0
+    # `relay dev` only: run the relay's clock this many seconds from the system clock, to see a
+    # cron schedule fire (or a delay end) without waiting. Signatures keep the real time.
+    clock_offset_seconds: float = 0.0
     shutdown_grace_seconds: float = 10.0

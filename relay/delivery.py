@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from relay import protocol as p
-from relay import webhooks
+from relay import queues, webhooks
 from relay.models import Attempt, DlqEntry, Event, Lease, Message, MessageState, Settlement
 from relay.retry import Outcome, RetryDelay, classify, next_retry_delay_ms
 from relay.service import RelayService
@@ -38,7 +38,10 @@ class Deliverer:
         attempt = await self.attempt(lease.message)
         now = self.service.clock.now_ms()
         settlement = self.settle(lease.message, attempt, now)
-        return await self.service.backend.settle(lease, settlement, now)
+        stored = await self.service.backend.settle(lease, settlement, now)
+        if stored:  # a lost lease is attempted again: counted once, when its outcome is stored
+            self.service.metrics.settled(lease.message, attempt, settlement, now)
+        return stored
 
     async def attempt(self, message: Message) -> Attempt:
         """One signed HTTP request to the message's URL; never raises for the destination's sake."""
@@ -104,6 +107,8 @@ class Deliverer:
             detail["dlqId"] = dlq.dlq_id
             if message.failure_callback:
                 follow_ups.append(self._callback(message, attempt, now, failure=True, dlq=dlq))
+        for follow_up in follow_ups:
+            queues.inherit_slot(follow_up, message)
         events = [Event.of(message, state, now, **detail)]
         return Settlement(
             state=state,

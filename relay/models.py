@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class MessageState(enum.StrEnum):
@@ -52,7 +54,17 @@ class Message:
     queue_name: str | None = None
     schedule_id: str | None = None
     caller_ip: str | None = None
-    label: str | None = None
+    label: str | None = None  # `Upstash-Label`: labels joined by "," (see split_labels)
+    # `Upstash-Redact-Fields`, canonical (protocol.parse_redact_fields): what answers hide
+    redact: str | None = None
+    flow_control_key: str | None = None  # `Upstash-Flow-Control-Key`
+    # `Upstash-Flow-Control-Value` as this message gave it; the key's limits: relay.flow_control
+    flow_parallelism: int | None = None
+    flow_rate: int | None = None
+    flow_period: int | None = None  # seconds
+    # The queue slot a callback of a queued message holds for its source (relay.queues.slot_of)
+    slot_queue: str | None = None
+    slot: str | None = None
     dedup_key: str | None = None
     state: MessageState = MessageState.CREATED
     retried: int = 0
@@ -96,6 +108,8 @@ class Event:
             ("queueName", message.queue_name),
             ("scheduleId", message.schedule_id),
             ("label", message.label),
+            ("redact", message.redact),  # read (and removed) by relay.http.render
+            ("flowControlKey", message.flow_control_key),
         ):
             if value is not None:
                 detail.setdefault(key, value)
@@ -197,7 +211,88 @@ class DlqQuery:
     schedule_ids: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     response_statuses: list[int] = field(default_factory=list)
+    caller_ips: list[str] = field(default_factory=list)
+    flow_control_keys: list[str] = field(default_factory=list)
     from_time: int | None = None
     to_time: int | None = None
     cursor: str | None = None
     count: int = 100
+
+
+@dataclass(slots=True)
+class PendingQuery:
+    """Filters of bulk cancel (``DELETE /v2/messages?...``) over the messages not yet finished:
+    lists hold OR-ed values, fields are AND-ed, the times bound ``created_at`` (ms); an empty
+    query matches every pending message."""
+
+    urls: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    topic_names: list[str] = field(default_factory=list)
+    queue_names: list[str] = field(default_factory=list)
+    schedule_ids: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    flow_control_keys: list[str] = field(default_factory=list)
+    caller_ips: list[str] = field(default_factory=list)
+    from_time: int | None = None
+    to_time: int | None = None
+
+    def matches(self, message: Message) -> bool:
+        """Whether ``message`` passes the filters (its state is the backend's concern)."""
+        url = urlsplit(message.url)
+        wanted: list[tuple[list[str], Sequence[str | None]]] = [
+            (self.urls, [message.url]),
+            (self.hosts, [url.hostname]),
+            (self.paths, [url.path or "/"]),
+            (self.topic_names, [message.topic_name]),
+            (self.queue_names, [message.queue_name]),
+            (self.schedule_ids, [message.schedule_id]),
+            (self.labels, split_labels(message.label)),
+            (self.flow_control_keys, [message.flow_control_key]),
+            (self.caller_ips, [message.caller_ip]),
+        ]
+        if any(values and not set(values) & set(have) for values, have in wanted):
+            return False
+        if self.from_time is not None and message.created_at < self.from_time:
+            return False
+        return self.to_time is None or message.created_at <= self.to_time
+
+
+def split_labels(label: str | None) -> list[str]:
+    """The labels of an ``Upstash-Label`` value: comma-separated, trimmed, empty ones dropped."""
+    return [part.strip() for part in (label or "").split(",") if part.strip()]
+
+
+@dataclass(slots=True)
+class QueueStats:
+    """The messages waiting for delivery at one moment, for metrics: ``due`` now, ``waiting``
+    for a later due time (delays, retry backoff), ``in_flight`` (leased); and ``oldest_due``,
+    when the longest-waiting due message became due (ms), or None when none is due."""
+
+    due: int
+    waiting: int
+    in_flight: int
+    oldest_due: int | None = None
+
+    @property
+    def depth(self) -> int:
+        return self.due + self.waiting + self.in_flight
+
+
+@dataclass(slots=True)
+class MessageQuery:
+    """Filters of the console's message list: messages newest first; lists hold OR-ed values,
+    ``url_contains`` matches part of the URL, the times bound ``created_at`` (ms)."""
+
+    message_ids: list[str] = field(default_factory=list)
+    states: list[MessageState] = field(default_factory=list)
+    url_contains: str | None = None
+    labels: list[str] = field(default_factory=list)
+    from_time: int | None = None
+    to_time: int | None = None
+    cursor: str | None = None
+    count: int = 50
+
+
+# An attempt's outcome as the events record it: (time ms, DELIVERED | RETRY | FAILED, duration ms).
+Outcome = tuple[int, MessageState, int | None]

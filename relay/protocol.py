@@ -24,8 +24,13 @@ H_TIMEOUT = "upstash-timeout"
 H_DEDUP_ID = "upstash-deduplication-id"
 H_CONTENT_DEDUP = "upstash-content-based-deduplication"
 H_LABEL = "upstash-label"
+H_REDACT = "upstash-redact-fields"
 H_HEADER_FORWARD = "upstash-header-forward"
 H_CONTENT_TYPE = "content-type"
+# Schedule-side headers (POST /v2/schedules/{destination}).
+H_CRON = "upstash-cron"
+H_SCHEDULE_ID = "upstash-schedule-id"
+H_QUEUE_NAME = "upstash-queue-name"
 
 # Delivery-side headers.
 D_SIGNATURE = "Upstash-Signature"
@@ -125,6 +130,30 @@ def parse_int(text: str, *, what: str, minimum: int = 0, maximum: int | None = N
         upper = "" if maximum is None else f" and at most {maximum}"
         raise BadRequest(f"invalid {what} {value}: must be at least {minimum}{upper}")
     return value
+
+
+_REDACT_FIELD = re.compile(r"(body)|headers?|headers?\[([^\]]+)\]")
+
+
+def parse_redact_fields(text: str) -> str | None:
+    """``Upstash-Redact-Fields`` in canonical form: ``body``, ``header`` (all headers) and
+    ``header[<Name>]``, comma-separated (the docs' ``headers`` spelling is accepted); None when
+    empty. An unknown field is a BadRequest: a misspelt one would leave data shown."""
+    fields: list[str] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        match = _REDACT_FIELD.fullmatch(part)
+        if match is None:
+            raise BadRequest(
+                f"invalid Upstash-Redact-Fields {part!r}: use body, header or header[<Name>]"
+            )
+        name = match.group(2)
+        field = "body" if match.group(1) else f"header[{name.strip()}]" if name else "header"
+        if field not in fields:
+            fields.append(field)
+    return ",".join(fields) or None
 
 
 def parse_bool(text: str) -> bool:

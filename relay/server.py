@@ -1,4 +1,5 @@
-"""The embedded relay, assembled: SQLite backend, service, delivery worker and the HTTP API."""
+"""The embedded relay, assembled: SQLite backend, service, delivery worker, schedule ticker and
+the HTTP API."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from aiohttp import web
 
 from relay.backends.base import Backend
 from relay.backends.sqlite import SqliteBackend
-from relay.clock import Clock, Ids
+from relay.clock import Clock, Ids, OffsetClock
 from relay.config import Settings
 from relay.delivery import Deliverer, DeliveryWorker
 from relay.destinations import connector_options
 from relay.http.app import create_app
+from relay.scheduling import ScheduleTicker
 from relay.service import RelayService, resolve_credentials
 
 log = logging.getLogger("relay.server")
@@ -45,8 +47,10 @@ class EmbeddedRelay:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._worker_task: asyncio.Task[None] | None = None
+        self._ticker_task: asyncio.Task[None] | None = None
         self.service: RelayService
         self.worker: DeliveryWorker
+        self.ticker: ScheduleTicker
         self.port = settings.port
 
     @property
@@ -58,12 +62,15 @@ class EmbeddedRelay:
         await self.backend.open()
         token, keys = await resolve_credentials(s, self.backend, dev=self.dev)
         allow_private = self.dev or s.allow_private_destinations
+        clock = self.clock
+        if clock is None and self.dev and s.clock_offset_seconds:
+            clock = OffsetClock(int(s.clock_offset_seconds * 1000))
         self.service = RelayService(
             self.backend,
             s,
             keys=keys,
             token=token,
-            clock=self.clock,
+            clock=clock,
             ids=self.ids,
             allow_private=allow_private,
         )
@@ -82,6 +89,8 @@ class EmbeddedRelay:
         )
         self.service.on_accepted(self.worker.notify)
         self._worker_task = asyncio.create_task(self.worker.run())
+        self.ticker = ScheduleTicker(self.service, interval=s.schedule_tick_seconds)
+        self._ticker_task = asyncio.create_task(self.ticker.run())
         app = create_app(self.service, max_request_bytes=s.max_request_bytes)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -97,6 +106,9 @@ class EmbeddedRelay:
         then close the store. What was not delivered is delivered after the next start."""
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._ticker_task is not None:
+            self.ticker.stop()
+            await self._ticker_task
         if self._worker_task is not None:
             await self.worker.stop(self.settings.shutdown_grace_seconds)
             await self._worker_task

@@ -10,20 +10,35 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from relay import flow_control, queues, webhooks
 from relay import protocol as p
-from relay import webhooks
 from relay.backends.base import Backend
 from relay.clock import Clock, Ids, SystemClock
 from relay.config import Settings
 from relay.destinations import is_url, validate_url
-from relay.models import Accepted, DlqQuery, Event, EventQuery, Message, MessageState, Page
+from relay.metrics import Metrics
+from relay.models import (
+    Accepted,
+    DlqQuery,
+    Event,
+    EventQuery,
+    Message,
+    MessageQuery,
+    MessageState,
+    Page,
+    PendingQuery,
+    split_labels,
+)
 from relay.protocol import ApiError, BadRequest, NotFound
 from relay.retry import RetryDelay
 from relay.signing import SigningKeys, generate_key, generate_keys
+from relay.stats import DeliveryStats, summarize
 
 Headers = Sequence[tuple[str, str]]
 URL_GROUP = "url_group"
+OUTCOME_LIMIT = 50_000  # outcomes read for the console's figures
 _GROUP_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_CANCEL_CHUNK = 500  # message ids per backend call (SQLite binds one variable per id)
 
 # Headers never forwarded by `Upstash-Header-Forward: true`: hop-by-hop, the caller's credentials,
 # and what the relay sets itself.
@@ -56,6 +71,7 @@ class PublishRequest:
     body: bytes
     caller_ip: str | None = None
     query_headers: Headers = field(default_factory=list)  # `upstash-*` query parameters
+    queue: str | None = None  # enqueue: the queue's name (relay.queues)
 
 
 @dataclass(slots=True)
@@ -76,6 +92,8 @@ class _Options:
     dedup_id: str | None
     content_dedup: bool
     label: str | None
+    redact: str | None
+    flow_control: flow_control.FlowControl | None = None
 
 
 class RelayService:
@@ -91,6 +109,7 @@ class RelayService:
         clock: Clock | None = None,
         ids: Ids | None = None,
         allow_private: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings
@@ -99,7 +118,13 @@ class RelayService:
         self.clock = clock or SystemClock()
         self.ids = ids or Ids()
         self.allow_private = allow_private
+        self.metrics = metrics or Metrics()
         self._listeners: list[Callable[[], None]] = []
+
+    def notify_listeners(self) -> None:
+        """Tell the listeners that messages may be due now (a queue or key let more through)."""
+        for listener in self._listeners:
+            listener()
 
     def on_accepted(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` after messages are stored (the embedded worker wakes up on it)."""
@@ -143,15 +168,21 @@ class RelayService:
                 answer.append([_accepted_json(next(accepted), with_url=True) for _ in range(size)])
         return 201, answer
 
-    async def accept_messages(self, messages: Sequence[Message]) -> list[Accepted]:
-        """Store already built messages (callbacks, re-published DLQ entries)."""
-        return await self._accept(messages, self.clock.now_ms())
+    async def accept_messages(
+        self, messages: Sequence[Message], *, dedup_window_ms: int | None = None
+    ) -> list[Accepted]:
+        """Store already built messages (callbacks, re-published DLQ entries, schedule fires);
+        ``dedup_window_ms`` replaces the configured deduplication window."""
+        return await self._accept(messages, self.clock.now_ms(), dedup_window_ms)
 
-    async def _accept(self, messages: Sequence[Message], now: int) -> list[Accepted]:
+    async def _accept(
+        self, messages: Sequence[Message], now: int, dedup_window_ms: int | None = None
+    ) -> list[Accepted]:
         events = [created_event(m, now) for m in messages]
-        accepted = await self.backend.accept(
-            messages, events, now, self.settings.dedup_window_seconds * 1000
-        )
+        if dedup_window_ms is None:
+            dedup_window_ms = self.settings.dedup_window_seconds * 1000
+        accepted = await self.backend.accept(messages, events, now, dedup_window_ms)
+        self.metrics.accepted(messages, accepted)
         for listener in self._listeners:
             listener()
         return accepted
@@ -175,12 +206,15 @@ class RelayService:
             )
         headers = {**p.lower_headers(request.query_headers), **p.lower_headers(request.headers)}
         options = self._options(headers, request.headers)
+        if request.queue is not None:
+            await queues.ensure(self, request.queue)
         messages = []
         for url, endpoint in targets:
             message = self.build_message(
                 url, options, request.body, now=now, caller_ip=request.caller_ip
             )
             message.topic_name, message.endpoint_name = topic, endpoint
+            message.queue_name = request.queue
             messages.append(message)
         return messages
 
@@ -220,6 +254,8 @@ class RelayService:
             failure_callback_headers=options.failure_callback_headers,
             caller_ip=caller_ip,
             label=options.label,
+            redact=options.redact,
+            **_flow_fields(options.flow_control),
             dedup_key=dedup_key,
         )
 
@@ -269,6 +305,9 @@ class RelayService:
         inherited = {p.H_RETRIES: str(retries)}
         if retry_delay is not None:
             inherited[p.H_RETRY_DELAY] = retry_delay
+        redact = p.parse_redact_fields(headers.get(p.H_REDACT, ""))
+        if redact is not None:  # a callback's body holds the source body and headers
+            inherited[p.H_REDACT] = redact
         callback_headers = (
             self._family(original, p.CALLBACK_PREFIX, inherited, "callback") if callback else {}
         )
@@ -291,7 +330,11 @@ class RelayService:
             forwarded=_forwarded(headers, original),
             dedup_id=headers.get(p.H_DEDUP_ID),
             content_dedup=p.parse_bool(headers.get(p.H_CONTENT_DEDUP, "false")),
-            label=headers.get(p.H_LABEL),
+            label=",".join(split_labels(headers.get(p.H_LABEL))) or None,
+            redact=redact,
+            flow_control=flow_control.parse(
+                headers.get(flow_control.H_KEY), headers.get(flow_control.H_VALUE)
+            ),
         )
 
     def _family(
@@ -417,6 +460,7 @@ class RelayService:
         now = self.clock.now_ms()
         fresh: list[Message] = []
         links: dict[str, tuple[str, str]] = {}
+        dlq_ids = list(dict.fromkeys(dlq_ids))
         for dlq_id in dlq_ids:
             entry = await self.get_dlq(dlq_id)
             message = replace(
@@ -427,6 +471,8 @@ class RelayService:
                 not_before=now,
                 created_at=now,
                 dedup_key=None,
+                slot_queue=None,  # a callback's queue slot was its source's, long released
+                slot=None,
             )
             links[message.id] = (entry.message.id, dlq_id)
             fresh.append(message)
@@ -436,7 +482,9 @@ class RelayService:
             event = created_event(message, now)
             event.detail.update(sourceMessageId=source, dlqId=dlq_id)
             events.append(event)
-        await self.backend.accept(fresh, events, now, 0)
+        self.metrics.accepted(
+            fresh, await self.backend.accept(fresh, events, now, 0), source="dlq_retry"
+        )
         for listener in self._listeners:
             listener()
         await self.backend.delete_dlq(list(dlq_ids))
@@ -445,7 +493,52 @@ class RelayService:
     async def cancel_many(self, message_ids: Sequence[str]) -> int:
         """Cancel the given messages that have not finished; unknown or finished ones are
         skipped."""
-        return len(await self.backend.cancel(list(message_ids), self.clock.now_ms()))
+        ids = list(dict.fromkeys(message_ids))
+        cancelled = 0
+        for start in range(0, len(ids), _CANCEL_CHUNK):
+            chunk = ids[start : start + _CANCEL_CHUNK]
+            cancelled += len(await self.backend.cancel(chunk, self.clock.now_ms()))
+        return cancelled
+
+    async def cancel_matching(self, query: PendingQuery) -> int:
+        """Cancel every message not yet finished that ``query`` matches (all of them for an
+        empty query); returns how many were cancelled."""
+        return await self.cancel_many(await self.backend.find_pending(query))
+
+    async def delete_dlq_matching(self, query: DlqQuery) -> tuple[int, str | None]:
+        """Delete one page of the DLQ entries ``query`` matches; the cursor continues."""
+        page = await self.backend.list_dlq(query)
+        deleted = await self.backend.delete_dlq([e.dlq_id for e in page.items])
+        return deleted, page.cursor
+
+    async def retry_dlq_matching(self, query: DlqQuery) -> tuple[list[str], str | None]:
+        """Retry one page of the DLQ entries ``query`` matches; the cursor continues."""
+        page = await self.backend.list_dlq(query)
+        ids = [e.dlq_id for e in page.items]
+        return (await self.retry_dlq(ids) if ids else []), page.cursor
+
+    # --- what the console shows -------------------------------------------------------------
+
+    async def list_messages(self, query: MessageQuery) -> Page:
+        """Messages newest first, filtered, without their bodies."""
+        return await self.backend.list_messages(query)
+
+    async def count_messages(self) -> dict[MessageState, int]:
+        return await self.backend.count_messages()
+
+    async def delivery_stats(self, *, buckets: int = 60, bucket_ms: int = 60_000) -> DeliveryStats:
+        """Delivered, retried and failed attempts and delivered-attempt latency per bucket, over
+        the ``buckets`` periods up to now (by default each minute of the last hour)."""
+        now = self.clock.now_ms()
+        since = (now // bucket_ms - buckets + 1) * bucket_ms
+        outcomes = await self.backend.list_outcomes(since, OUTCOME_LIMIT)
+        return summarize(
+            outcomes,
+            now=now,
+            buckets=buckets,
+            bucket_ms=bucket_ms,
+            partial=len(outcomes) >= OUTCOME_LIMIT,
+        )
 
 
 def created_event(message: Message, now: int) -> Event:
@@ -466,6 +559,18 @@ def created_event(message: Message, now: int) -> Event:
         if value is not None:
             detail[key] = value
     return Event.of(message, MessageState.CREATED, now, **detail)
+
+
+def _flow_fields(given: flow_control.FlowControl | None) -> dict[str, Any]:
+    """A message's flow-control fields from its parsed headers."""
+    if given is None:
+        return {}
+    return {
+        "flow_control_key": given.key,
+        "flow_parallelism": given.parallelism,
+        "flow_rate": given.rate,
+        "flow_period": given.period,
+    }
 
 
 def _forwarded(headers: dict[str, str], original: Headers) -> list[tuple[str, str]]:

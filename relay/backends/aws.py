@@ -14,6 +14,9 @@ setting            S#<name>      S               v
 record             R#<kind>      <key>           v (JSON: a URL group, schedule, queue)
 =================  ============  ==============  ================================================
 
+Queues and flow control keep their gates (G#Q#<queue>, G#K#<key>) and wait lists beside these,
+and a message's item names its wait-list entry (``wl``) while it waits: see aws_gates.
+
 One sparse GSI, ``by-time`` (``gp`` → ``gs``), serves the three time-ordered lists: events
 (``gp`` = E#<shard>, ``gs`` = order key), DLQ entries (D) and messages waiting in DynamoDB
 for a due time too far for SQS (Q#<shard>, ``gs`` = due ms). Order keys are 36 digits — event
@@ -43,7 +46,7 @@ import secrets
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -53,7 +56,10 @@ import orjson
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from relay.backends import aws_gates
+from relay.backends.aws_gates import Gates
 from relay.backends.base import kept_events
+from relay.flow_control import FlowKey, FlowKeyUsage
 from relay.models import (
     Accepted,
     DlqEntry,
@@ -62,9 +68,14 @@ from relay.models import (
     EventQuery,
     Lease,
     Message,
+    MessageQuery,
     MessageState,
+    Outcome,
     Page,
+    PendingQuery,
+    QueueStats,
     Settlement,
+    split_labels,
 )
 from relay.protocol import BadRequest
 
@@ -126,10 +137,13 @@ _TRANSACTION_ITEMS = 100
 _TRANSACTION_BYTES = 3_500_000  # under DynamoDB's 4 MB per transaction, with room for keys
 _INLINE_MAX = 350_000  # an item is at most 400 KB: without a bucket, larger bodies are refused
 _PENDING_RECEIVES = 4  # a copy of a not-yet-stored message is hidden 1, 2, 4, 8 s, then dropped
+_RESEND_AFTER = 10.0  # s: an accept whose write took longer re-sends its copies (see accept)
 _PROMOTE_EVERY = 1.0  # seconds: how often lease() looks for long delays other processes stored
 _FINAL = [str(s) for s in MessageState if s.final]
 _NOT_FINAL = f"NOT st IN ({', '.join(f':f{i}' for i in range(len(_FINAL)))})"
 _LOW, _HIGH = "0" * 36, "9" * 36
+_OUTCOMES = [str(s) for s in (MessageState.DELIVERED, MessageState.RETRY, MessageState.FAILED)]
+_MESSAGE_LIST_ROUNDS = 20  # index pages read to fill one page of a state-filtered list
 
 
 class LeaseDeferred(Exception):
@@ -227,6 +241,7 @@ class AwsBackend:
         self._promote_lock = asyncio.Lock()
         self._promoted_at = -math.inf  # monotonic seconds
         self._next_wait: float = 0  # earliest due in DynamoDB as last seen (0: look)
+        self._gates = Gates(self)  # queues and flow control (aws_gates)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **kwargs: Any) -> AwsBackend:
@@ -352,9 +367,16 @@ class AwsBackend:
         keys = sorted({m.dedup_key for m in messages if use_dedup and m.dedup_key})
         known = await self._dedup_entries(keys, now) if keys else {}
         sent: set[str] = set()
+        sent_copies: list[Message] = []
+        started = time.monotonic()
+        places = await self._gates.places(messages, now)  # who waits for a queue or a key
         for _ in range(5):
             results, stored = _deduplicate(messages, known if use_dedup else None)
-            groups = list(await asyncio.gather(*(self._message_puts(m, now) for m in stored)))
+            groups = list(
+                await asyncio.gather(
+                    *(self._message_puts(m, now, places.get(m.id)) for m in stored)
+                )
+            )
             if use_dedup:
                 for group, message in zip(groups, stored, strict=True):
                     if message.dedup_key:
@@ -367,15 +389,23 @@ class AwsBackend:
             if by_message:  # events of other messages: ride with the first chunk
                 groups.insert(0, [put for puts in by_message.values() for put in puts])
             # Copies go out after the bodies, just before the write that makes them valid.
-            ready = [m for m in stored if m.id not in sent]
+            ready = [m for m in stored if m.id not in sent and m.id not in places]
             await self._dispatch_new(ready, now)
             sent.update(m.id for m in ready)
+            sent_copies.extend(ready)
             try:
                 await self._write_all([g for g in groups if g])
             except DedupConflict as conflict:
                 known.update(await self._dedup_entries(conflict.keys, now))
                 continue
-            self._note_waiting(stored, now)
+            if time.monotonic() - started > _RESEND_AFTER:
+                # Lease gives a copy whose message is not stored yet ~15 s before dropping it;
+                # a write slower than that may have outlived its copies: send them again (a
+                # duplicate copy is dropped or held at lease, never delivered twice at once).
+                kept = {m.id for m in stored}
+                await self._dispatch_new([m for m in sent_copies if m.id in kept], now)
+            self._note_waiting([m for m in stored if m.id not in places], now)
+            await self._gates.admit(_gate_pks(m for m in stored if m.id in places), now)
             return results
         raise RuntimeError("deduplication ids kept changing under concurrent publishes")
 
@@ -383,7 +413,9 @@ class AwsBackend:
         """Send the copies of messages due within ``max_sqs_delay`` (before they are stored)."""
         await self._send([(m.id, 0, m.not_before) for m in messages if self._to_sqs(m, now)], now)
 
-    async def _message_puts(self, message: Message, now: int) -> list[Item]:
+    async def _message_puts(
+        self, message: Message, now: int, place: aws_gates.Place | None = None
+    ) -> list[Item]:
         item: Item = {
             "pk": _s(f"M#{message.id}"),
             "sk": _s("M"),
@@ -393,6 +425,8 @@ class AwsBackend:
             "rec": _s(_record(message)),
             **await self._blob("bd", f"body/{message.id}", message.body),
         }
+        if place is not None:  # waits for its queue or flow-control key (aws_gates)
+            return self._gates.parked_puts({"Put": {"TableName": self.table, "Item": item}}, place)
         if not self._to_sqs(message, now):
             item.update(self._waiting(message.id, message.not_before))
         return [{"Put": {"TableName": self.table, "Item": item}}]
@@ -499,6 +533,8 @@ class AwsBackend:
     ) -> Lease | _Refused:
         try:
             copy = orjson.loads(received.body)
+            if isinstance(copy, dict) and "gate" in copy:  # a wake-up of a queue or key
+                return _Refused(hide_seconds=await self._gates.on_timer(copy, now))
             message_id, gen = str(copy["id"]), int(copy["g"])
         except (ValueError, KeyError, TypeError):
             log.warning("dropping a malformed dispatch message: %.200r", received.body)
@@ -511,8 +547,10 @@ class AwsBackend:
                 TableName=self.table,
                 Key=_key(f"M#{message_id}", "M"),
                 UpdateExpression="SET st = :active, lt = :token, lu = :until",
-                ConditionExpression="gen = :gen AND attribute_not_exists(gp) AND (st IN"
-                " (:created, :retry) OR (st = :active AND lu <= :now))",
+                # Not waiting in DynamoDB for its due time, nor for its queue or key (wl).
+                ConditionExpression="gen = :gen AND attribute_not_exists(gp)"
+                " AND attribute_not_exists(wl) AND (st IN (:created, :retry)"
+                " OR (st = :active AND lu <= :now))",
                 ExpressionAttributeValues={
                     ":active": _s(MessageState.ACTIVE),
                     ":created": _s(MessageState.CREATED),
@@ -531,6 +569,10 @@ class AwsBackend:
             old = cast("Item | None", exc.response.get("Item"))  # ALL_OLD, if it exists
             return _refusal(old, gen, now, received.receive_count)
         message = await self._message(answer["Attributes"])
+        if message.flow_control_key is not None and not await self._gates.hold(
+            message, token, gen, until, now
+        ):
+            return _Refused()  # its call slot was reclaimed: back to the key's wait list
         return Lease(message=message, receipt=f"{token}.{gen}.{handle}", visible_until=until)
 
     async def _refuse(self, refused: list[tuple[_Received, _Refused]], delete: bool = True) -> None:
@@ -570,11 +612,15 @@ class AwsBackend:
             ":rt": _n(settlement.retried),
         }
         sets = ["st = :st", "rt = :rt"]
+        gated = self._gates.settling(message, settlement, now)
         if settlement.state == MessageState.RETRY:
             due = now if settlement.next_due is None else settlement.next_due
             sets.append("gen = :gen")
             values[":gen"] = _n(gen + 1)
-            if due - now <= self.max_sqs_delay * 1000:
+            if gated.park is not None:  # a keyed retry waits in its key's wait list
+                sets.append("wl = :wl")
+                values[":wl"] = _s(gated.park.ref)
+            elif due - now <= self.max_sqs_delay * 1000:
                 await self._send([(message.id, gen + 1, due)], now)
             else:
                 waiting = self._waiting(message.id, due)
@@ -592,15 +638,20 @@ class AwsBackend:
             "ExpressionAttributeValues": values,
         }
         try:
-            if settlement.follow_ups or settlement.dlq is not None:
+            if settlement.follow_ups or settlement.dlq is not None or gated.items:
+                places = await self._gates.places(settlement.follow_ups, now, configure=False)
                 items: list[Item] = [{"Update": update}]
                 for follow_up in settlement.follow_ups:
-                    items += await self._message_puts(follow_up, now)
+                    items += await self._message_puts(follow_up, now, places.get(follow_up.id))
                 if settlement.dlq is not None:
                     items.append(await self._dlq_put(settlement.dlq))
                 items += [self._event_put(e) for e in settlement.events]
-                await self._dispatch_new(settlement.follow_ups, now)
+                items += gated.items
+                await self._dispatch_new(
+                    [f for f in settlement.follow_ups if f.id not in places], now
+                )
                 await self._transact(items)
+                gated.touched += _gate_pks(f for f in settlement.follow_ups if f.id in places)
             else:
                 await self._call(self._db.update_item, **update)
                 await self._put_all([self._event_item(e) for e in settlement.events])
@@ -611,6 +662,7 @@ class AwsBackend:
         self._note_waiting(settlement.follow_ups, now)
         if handle:
             await self._call(self._sqs.delete_message, QueueUrl=self._queue(), ReceiptHandle=handle)
+        await self._gates.admit(gated.touched, now)
         return True
 
     async def cancel(self, message_ids: Sequence[str], now: int) -> list[str]:
@@ -618,36 +670,71 @@ class AwsBackend:
         return [mid for mid, done in zip(message_ids, results, strict=True) if done]
 
     async def _cancel_one(self, message_id: str, now: int) -> bool:
-        item = await self._get(f"M#{message_id}", "M")
-        if item is None or item["st"]["S"] in _FINAL:
-            return False
-        message = _message_from(item, b"")
-        try:
-            await self._transact(
-                [
-                    {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": _key(f"M#{message_id}", "M"),
-                            # A copy still in SQS finds the message final and is dropped.
-                            "UpdateExpression": f"SET st = :canceled, {TTL_ATTRIBUTE} = :expires"
-                            " REMOVE gp, gs, lt, lu",
-                            "ConditionExpression": _NOT_FINAL,
-                            "ExpressionAttributeValues": {
-                                ":canceled": _s(MessageState.CANCELED),
-                                ":expires": _n(self._expires(now)),
-                                **{f":f{i}": _s(state) for i, state in enumerate(_FINAL)},
-                            },
-                        }
-                    },
-                    self._event_put(Event.of(message, MessageState.CANCELED, now)),
-                ]
-            )
-        except ClientError as exc:
-            if _cancelled_at(exc, 0):
+        for _ in range(5):
+            item = await self._get(f"M#{message_id}", "M")
+            if item is None or item["st"]["S"] in _FINAL:
                 return False
-            raise
-        return True
+            message = _message_from(item, b"")
+            # What it holds in a queue or key is freed with it, as it was when read: on the
+            # generation read (admission changes it), or the cancel is tried again.
+            gated = self._gates.cancelling(item, message, now)
+            condition = _NOT_FINAL + (" AND gen = :gen" if gated.items else "")
+            try:
+                await self._transact(
+                    [
+                        {
+                            "Update": {
+                                "TableName": self.table,
+                                "Key": _key(f"M#{message_id}", "M"),
+                                # A copy still in SQS finds the message final and is dropped.
+                                "UpdateExpression": "SET st = :canceled,"
+                                f" {TTL_ATTRIBUTE} = :expires REMOVE gp, gs, lt, lu, wl",
+                                "ConditionExpression": condition,
+                                "ExpressionAttributeValues": {
+                                    ":canceled": _s(MessageState.CANCELED),
+                                    ":expires": _n(self._expires(now)),
+                                    **{f":f{i}": _s(state) for i, state in enumerate(_FINAL)},
+                                    **({":gen": item["gen"]} if gated.items else {}),
+                                },
+                            }
+                        },
+                        self._event_put(Event.of(message, MessageState.CANCELED, now)),
+                        *gated.items,
+                    ]
+                )
+            except ClientError as exc:
+                if _cancelled_at(exc, 0):
+                    continue  # finished meanwhile (then False), or admitted: read it again
+                raise
+            await self._gates.admit(gated.touched, now)
+            return True
+        return False
+
+    async def find_pending(self, query: PendingQuery) -> list[str]:
+        """A Scan of the table for unfinished message items, filtered here on their records:
+        read capacity grows with the table (no index lists pending messages), which bulk cancel
+        by filter, rare, accepts rather than an index every message write would pay for."""
+        found: list[str] = []
+        start: Item | None = None
+        while True:
+            answer = await self._call(
+                self._db.scan,
+                TableName=self.table,
+                FilterExpression=f"sk = :m AND {_NOT_FINAL}",
+                ProjectionExpression="pk, rec, st, rt",
+                ExpressionAttributeValues={
+                    ":m": _s("M"),
+                    **{f":f{i}": _s(state) for i, state in enumerate(_FINAL)},
+                },
+                **({"ExclusiveStartKey": start} if start else {}),
+            )
+            for item in answer.get("Items", []):
+                message = _message_from(item, b"")
+                if query.matches(message):
+                    found.append(message.id)
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return found
 
     async def get_message(self, message_id: str) -> Message | None:
         item = await self._get(f"M#{message_id}", "M")
@@ -664,6 +751,7 @@ class AwsBackend:
             moved = await asyncio.gather(
                 *(self._promote_shard(shard, now, horizon) for shard in range(SHARDS))
             )
+            await self._gates.attend(now)  # queues and keys that may let messages through
             later = await self.next_due()
             self._next_wait = math.inf if later is None else later
             return sum(moved)
@@ -734,7 +822,91 @@ class AwsBackend:
             )
         )
         dues = [int(item["gs"]["S"]) for a in answers for item in a.get("Items", [])]
+        if (attention := await self._gates.next_attention()) is not None:
+            dues.append(attention)
         return min(dues, default=None)
+
+    # --- queues and flow control (aws_gates) ------------------------------------------------------
+
+    async def queue_lags(self, names: Sequence[str]) -> dict[str, int]:
+        return await self._gates.queue_lags(names)
+
+    async def admit_waiting(self, now: int, *, queue: str | None = None) -> None:
+        if queue is not None:
+            await self._gates.admit([aws_gates.queue_pk(queue)], now)
+
+    async def flow_keys(self, now: int, keys: Sequence[str] | None = None) -> list[FlowKeyUsage]:
+        return await self._gates.flow_keys(now, keys)
+
+    async def change_flow_key(
+        self, key: str, change: Callable[[FlowKey], FlowKey], now: int
+    ) -> FlowKey:
+        return await self._gates.change_key(key, change, now)
+
+    async def in_flight(self, now: int) -> int:
+        """SQS's approximate count of copies received and not yet deleted."""
+        answer = await self._call(
+            self._sqs.get_queue_attributes,
+            QueueUrl=self._queue(),
+            AttributeNames=["ApproximateNumberOfMessagesNotVisible"],
+        )
+        return int(answer.get("Attributes", {}).get("ApproximateNumberOfMessagesNotVisible", 0))
+
+    async def queue_stats(self, now: int) -> QueueStats:
+        """SQS's approximate counts (visible: due, delayed: waiting, not visible: in flight) plus
+        the messages waiting in DynamoDB, split at ``now``. The oldest due time is known only for
+        those (a ticker running late); SQS's own is its ApproximateAgeOfOldestMessage metric."""
+        attributes = await self._call(
+            self._sqs.get_queue_attributes,
+            QueueUrl=self._queue(),
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesDelayed",
+                "ApproximateNumberOfMessagesNotVisible",
+            ],
+        )
+        sqs = {k: int(v) for k, v in attributes.get("Attributes", {}).items()}
+        shards = await asyncio.gather(*(self._waiting_stats(shard, now) for shard in range(SHARDS)))
+        overdue = [oldest for _, _, oldest in shards if oldest is not None]
+        return QueueStats(
+            due=sqs.get("ApproximateNumberOfMessages", 0) + sum(d for d, _, _ in shards),
+            waiting=sqs.get("ApproximateNumberOfMessagesDelayed", 0) + sum(w for _, w, _ in shards),
+            in_flight=sqs.get("ApproximateNumberOfMessagesNotVisible", 0),
+            oldest_due=min(overdue, default=None),
+        )
+
+    async def _waiting_stats(self, shard: int, now: int) -> tuple[int, int, int | None]:
+        """Messages of one shard waiting in DynamoDB: (due by ``now``, later, earliest due)."""
+        counts = []
+        for condition in ("gs <= :now", "gs > :now"):
+            total, start = 0, None
+            while True:  # COUNT pages through the (small, projected) index entries
+                answer = await self._call(
+                    self._db.query,
+                    TableName=self.table,
+                    IndexName=TIME_INDEX,
+                    KeyConditionExpression=f"gp = :gp AND {condition}",
+                    ExpressionAttributeValues={":gp": _s(f"Q#{shard}"), ":now": _s(f"{now:013d}")},
+                    Select="COUNT",
+                    **({"ExclusiveStartKey": start} if start else {}),
+                )
+                total += int(answer.get("Count", 0))
+                start = answer.get("LastEvaluatedKey")
+                if not start:
+                    break
+            counts.append(total)
+        oldest = None
+        if counts[0]:
+            first = await self._call(
+                self._db.query,
+                TableName=self.table,
+                IndexName=TIME_INDEX,
+                KeyConditionExpression="gp = :gp",
+                ExpressionAttributeValues={":gp": _s(f"Q#{shard}")},
+                Limit=1,
+            )
+            oldest = min((int(i["gs"]["S"]) for i in first.get("Items", [])), default=None)
+        return counts[0], counts[1], oldest
 
     def _to_sqs(self, message: Message, now: int) -> bool:
         return message.not_before - now <= self.max_sqs_delay * 1000
@@ -747,6 +919,15 @@ class AwsBackend:
         for message in messages:
             if not self._to_sqs(message, now):
                 self._next_wait = min(self._next_wait, message.not_before)
+
+    async def _send_raw(self, body: str, due: int, now: int) -> None:
+        """One record other than a message's copy (a gate's wake-up, aws_gates), due at ``due``."""
+        await self._call(
+            self._sqs.send_message,
+            QueueUrl=self._queue(),
+            MessageBody=body,
+            DelaySeconds=min(SQS_MAX_DELAY, max(0, -(-(due - now) // 1000))),
+        )
 
     async def _send(self, copies: Sequence[tuple[str, int, int]], now: int) -> None:
         """Send dispatch copies (message id, gen, due ms) with the delay left, 10 per call."""
@@ -846,9 +1027,21 @@ class AwsBackend:
                 **values,
             },
         }
-        found, cursor = await self._newest([source], filters, lambda i: i["gs"]["S"], query.count)
-        items = await self._batch_get([(i["pk"]["S"], i["sk"]["S"]) for i in found], order=True)
-        return Page(items=[await self._dlq_entry(item) for item in items], cursor=cursor)
+        keep: Callable[[list[Item]], Awaitable[list[Item]]] | None = None
+        if query.caller_ips or query.flow_control_keys:
+            # Not in the index: filtered on the full items, fetched a page at a time.
+            async def keep(page: list[Item]) -> list[Item]:
+                full = await self._batch_get(
+                    [(i["pk"]["S"], i["sk"]["S"]) for i in page], order=True
+                )
+                return [i for i in full if _dlq_record_matches(i, query)]
+
+        found, cursor = await self._newest(
+            [source], filters, lambda i: i["gs"]["S"], query.count, keep=keep
+        )
+        if keep is None:
+            found = await self._batch_get([(i["pk"]["S"], i["sk"]["S"]) for i in found], order=True)
+        return Page(items=[await self._dlq_entry(item) for item in found], cursor=cursor)
 
     async def get_dlq(self, dlq_id: str) -> DlqEntry | None:
         item = await self._get(f"D#{dlq_id}", "D")
@@ -866,15 +1059,125 @@ class AwsBackend:
 
         return sum(await asyncio.gather(*(delete(d) for d in dict.fromkeys(dlq_ids))))
 
+    # --- the console's views --------------------------------------------------------------------
+
+    async def list_messages(self, query: MessageQuery) -> Page:
+        """A message has no index entry of its own: its CREATED event lists it (newest first,
+        filtered on URL and label in the index); its state is read from the message item, so a
+        state filter may take a few rounds to fill a page."""
+        wanted = set(query.states)
+        if query.message_ids:
+            keys = [(f"M#{mid}", "M") for mid in dict.fromkeys(query.message_ids)]
+            found = [_message_from(i, b"") for i in await self._batch_get(keys, consistent=True)]
+            low, high = query.from_time or 0, query.to_time or math.inf
+            chosen = [
+                m
+                for m in found
+                if (not wanted or m.state in wanted)
+                and (not query.url_contains or query.url_contains in m.url)
+                and (not query.labels or m.label in query.labels)
+                and low <= m.created_at <= high
+            ]
+            chosen.sort(key=lambda m: m.created_at, reverse=True)
+            return Page(items=chosen[: query.count], cursor=None)
+        filters, values = _filter([("st", [str(MessageState.CREATED)]), ("lb", query.labels)])
+        if query.url_contains:
+            filters["FilterExpression"] += " AND contains(#url, :urlpart)"
+            filters["ExpressionAttributeNames"]["#url"] = "url"
+            values[":urlpart"] = _s(query.url_contains)
+        order: Callable[[Item], str] = lambda item: item["gs"]["S"]  # noqa: E731
+        items: list[Message] = []
+        cursor = query.cursor
+        for _ in range(_MESSAGE_LIST_ROUNDS):
+            low_key, high_key = _bounds(query.from_time, query.to_time, cursor)
+            sources = [
+                {
+                    "IndexName": TIME_INDEX,
+                    "KeyConditionExpression": "gp = :gp AND gs BETWEEN :low AND :high",
+                    "ExpressionAttributeValues": {
+                        ":gp": _s(f"E#{shard}"),
+                        ":low": _s(low_key),
+                        ":high": _s(high_key),
+                        **values,
+                    },
+                }
+                for shard in range(SHARDS)
+            ]
+            created, cursor = await self._newest(sources, filters, order, query.count)
+            keys = [(e["pk"]["S"], "M") for e in created]
+            messages = {i["pk"]["S"]: _message_from(i, b"") for i in await self._batch_get(keys)}
+            for event in created:
+                message = messages.get(event["pk"]["S"])
+                if message is not None and (not wanted or message.state in wanted):
+                    items.append(message)
+                if len(items) == query.count:
+                    more = event is not created[-1] or cursor is not None
+                    return Page(items=items, cursor=order(event) if more else None)
+            if cursor is None:
+                break
+        return Page(items=items, cursor=cursor)
+
+    async def count_messages(self) -> dict[MessageState, int]:
+        """A Scan of the whole table (DynamoDB keeps no counts): read capacity grows with the
+        table, so the console asks for it only on its overview."""
+        counts: dict[MessageState, int] = {}
+        start: Item | None = None
+        while True:
+            answer = await self._call(
+                self._db.scan,
+                TableName=self.table,
+                FilterExpression="sk = :m",
+                ProjectionExpression="st",
+                ExpressionAttributeValues={":m": _s("M")},
+                **({"ExclusiveStartKey": start} if start else {}),
+            )
+            for item in answer.get("Items", []):
+                state = MessageState(item["st"]["S"])
+                counts[state] = counts.get(state, 0) + 1
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return counts
+
+    async def list_outcomes(self, since: int, limit: int) -> list[Outcome]:
+        filters, values = _filter([("st", _OUTCOMES)])
+        low, high = _bounds(since, None, None)
+        sources = [
+            {
+                "IndexName": TIME_INDEX,
+                "KeyConditionExpression": "gp = :gp AND gs BETWEEN :low AND :high",
+                "ExpressionAttributeValues": {
+                    ":gp": _s(f"E#{shard}"),
+                    ":low": _s(low),
+                    ":high": _s(high),
+                    **values,
+                },
+            }
+            for shard in range(SHARDS)
+        ]
+        found, _ = await self._newest(sources, filters, lambda i: i["gs"]["S"], limit)
+        # The duration is in the event's detail, which the index does not carry.
+        events = await self._batch_get([(i["pk"]["S"], i["sk"]["S"]) for i in found], order=True)
+        return [
+            (
+                int(e["t"]["N"]),
+                MessageState(e["st"]["S"]),
+                orjson.loads(e["d"]["S"]).get("duration"),
+            )
+            for e in events
+        ]
+
     async def _newest(
         self,
         sources: list[Item],
         filters: Item,
         order: Callable[[Item], str],
         count: int,
+        *,
+        keep: Callable[[list[Item]], Awaitable[list[Item]]] | None = None,
     ) -> tuple[list[Item], str | None]:
         """The ``count`` newest matching items over several descending queries, and the
-        cursor that continues after them (None when nothing is left)."""
+        cursor that continues after them (None when nothing is left); ``keep`` filters each
+        page further (and may return other items in the same order, such as full ones)."""
 
         async def collect(source: Item) -> list[Item]:
             got: list[Item] = []
@@ -889,7 +1192,8 @@ class AwsBackend:
                     **filters,
                     **({"ExclusiveStartKey": start} if start else {}),
                 )
-                got += answer.get("Items", [])
+                items = answer.get("Items", [])
+                got += await keep(items) if keep is not None and items else items
                 start = answer.get("LastEvaluatedKey")
                 if not start:
                     break
@@ -922,6 +1226,8 @@ class AwsBackend:
         for attr, name in _EVENT_FILTERS:
             if (value := event.detail.get(name)) is not None:
                 item[attr] = _s(str(value))
+        if labels := split_labels(event.detail.get("label")):
+            item["lb"] = {"SS": labels}
         return item
 
     def _event_put(self, event: Event) -> Item:
@@ -950,8 +1256,8 @@ class AwsBackend:
         for attr, value in (("tp", m.topic_name), ("qn", m.queue_name), ("sc", m.schedule_id)):
             if value is not None:
                 item[attr] = _s(value)
-        if m.label is not None:
-            item["lb"] = _s(m.label)
+        if labels := split_labels(m.label):
+            item["lb"] = {"SS": labels}
         return {"Put": {"TableName": self.table, "Item": item}}
 
     async def _dlq_entry(self, item: Item) -> DlqEntry:
@@ -1110,8 +1416,19 @@ class AwsBackend:
 
 # --- helpers ------------------------------------------------------------------------------------
 
-_EVENT_FILTERS = (("tp", "topicName"), ("qn", "queueName"), ("sc", "scheduleId"), ("lb", "label"))
+_EVENT_FILTERS = (("tp", "topicName"), ("qn", "queueName"), ("sc", "scheduleId"))
 _DIGITS = re.compile(r"\d{36}")
+
+
+def _gate_pks(messages: Iterable[Message]) -> list[str]:
+    """The gates that parked ``messages`` wait at: to look at once they are stored."""
+    pks = []
+    for m in messages:
+        if m.queue_name is not None:
+            pks.append(aws_gates.queue_pk(m.queue_name))
+        elif m.flow_control_key is not None:
+            pks.append(aws_gates.key_pk(m.flow_control_key))
+    return list(dict.fromkeys(pks))
 
 
 def _json(value: Any) -> str:
@@ -1239,7 +1556,8 @@ def _bounds(from_time: int | None, to_time: int | None, cursor: str | None) -> t
 
 def _filter(columns: list[tuple[str, Sequence[str] | Sequence[int]]]) -> tuple[Item, Item]:
     """Query arguments filtering on each column's values (OR-ed), the columns AND-ed; and the
-    expression values they use (to merge with the key condition's)."""
+    expression values they use (to merge with the key condition's). ``lb`` holds a set of
+    labels: it matches when it contains any of the values."""
     clauses: list[str] = []
     names: dict[str, str] = {}
     values: Item = {}
@@ -1252,7 +1570,22 @@ def _filter(columns: list[tuple[str, Sequence[str] | Sequence[int]]]) -> tuple[I
             values[placeholder] = _n(value) if isinstance(value, int) else _s(str(value))
             placeholders.append(placeholder)
         names[f"#{attr}"] = attr  # `url` is a reserved word
-        clauses.append(f"#{attr} IN ({', '.join(placeholders)})")
+        if attr == "lb":
+            clauses.append("(" + " OR ".join(f"contains(#lb, {p})" for p in placeholders) + ")")
+        else:
+            clauses.append(f"#{attr} IN ({', '.join(placeholders)})")
     if not clauses:
         return {}, values
     return {"FilterExpression": " AND ".join(clauses), "ExpressionAttributeNames": names}, values
+
+
+def _dlq_record_matches(item: Item, query: DlqQuery) -> bool:
+    """The DLQ filters that only the message record can answer (caller IP, flow-control key)."""
+    record = orjson.loads(item["rec"]["S"])
+    return all(
+        not wanted or record.get(name) in wanted
+        for name, wanted in (
+            ("caller_ip", query.caller_ips),
+            ("flow_control_key", query.flow_control_keys),
+        )
+    )

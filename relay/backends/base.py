@@ -9,9 +9,10 @@ keeps it in SQS (visibility timeout) beside DynamoDB.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
+from relay.flow_control import FlowKey, FlowKeyUsage
 from relay.models import (
     Accepted,
     DlqEntry,
@@ -20,8 +21,12 @@ from relay.models import (
     EventQuery,
     Lease,
     Message,
+    MessageQuery,
     MessageState,
+    Outcome,
     Page,
+    PendingQuery,
+    QueueStats,
     Settlement,
 )
 
@@ -71,6 +76,10 @@ class Backend(Protocol):
     async def cancel(self, message_ids: Sequence[str], now: int) -> list[str]:
         """Cancel messages not yet finished; returns the ids cancelled (CANCELED event each)."""
 
+    async def find_pending(self, query: PendingQuery) -> list[str]:
+        """The ids of the messages not yet finished that ``query`` matches (bulk cancel by
+        filter, rare: a backend may read every pending message to answer it)."""
+
     async def get_message(self, message_id: str) -> Message | None: ...
 
     async def list_events(self, query: EventQuery) -> Page:
@@ -87,6 +96,47 @@ class Backend(Protocol):
     async def next_due(self) -> int | None:
         """When the earliest pending message becomes due (ms), for a worker that sleeps until
         then; None when nothing is pending or the backend cannot tell (SQS pushes instead)."""
+
+    async def queue_stats(self, now: int) -> QueueStats:
+        """How many messages are due, waiting and in flight at ``now``, and since when the
+        longest-waiting due one has been due: the metrics' queue gauges (approximate on SQS)."""
+
+    # --- queues and flow control (relay.queues, relay.flow_control, relay.admission) ----------
+    # A message in a queue or with a flow-control key is leased only once admitted; the state
+    # that admits it is kept with the leases and settlements, so a crash frees nothing early
+    # and holds nothing forever.
+
+    async def queue_lags(self, names: Sequence[str]) -> dict[str, int]:
+        """How many messages enqueued to each queue have not finished yet."""
+
+    async def admit_waiting(self, now: int, *, queue: str | None = None) -> None:
+        """A queue's settings changed (resumed, more parallelism, deleted): start what may start
+        now. A backend that admits at every lease has nothing to do."""
+
+    async def flow_keys(self, now: int, keys: Sequence[str] | None = None) -> list[FlowKeyUsage]:
+        """The flow-control keys (all of them when ``keys`` is None; unknown ones left out)."""
+
+    async def change_flow_key(
+        self, key: str, change: Callable[[FlowKey], FlowKey], now: int
+    ) -> FlowKey:
+        """Store ``change`` of the key (of a fresh key if there is none), then start what may
+        start now; returns the stored key."""
+
+    async def in_flight(self, now: int) -> int:
+        """How many attempts are under way (live leases) at ``now``; approximate on SQS."""
+
+    # --- the console's views -----------------------------------------------------------------
+
+    async def list_messages(self, query: MessageQuery) -> Page:
+        """Messages, newest first, filtered; ``Page.items`` are Message without their bodies
+        (``b""``: ``get_message`` has it)."""
+
+    async def count_messages(self) -> dict[MessageState, int]:
+        """How many stored messages are in each state (states with none may be left out)."""
+
+    async def list_outcomes(self, since: int, limit: int) -> list[Outcome]:
+        """The attempt outcomes (DELIVERED, RETRY and FAILED events) at or after ``since``,
+        newest first, at most ``limit``: throughput and latency figures."""
 
 
 def kept_events(events: Sequence[Event], stored_ids: Collection[str]) -> list[Event]:

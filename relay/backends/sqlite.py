@@ -20,7 +20,9 @@ from typing import IO, Any, TypeVar
 
 import orjson
 
+from relay.backends import sqlite_gates as gates
 from relay.backends.base import kept_events
+from relay.flow_control import FlowKey, FlowKeyUsage
 from relay.models import (
     Accepted,
     DlqEntry,
@@ -29,8 +31,12 @@ from relay.models import (
     EventQuery,
     Lease,
     Message,
+    MessageQuery,
     MessageState,
+    Outcome,
     Page,
+    PendingQuery,
+    QueueStats,
     Settlement,
 )
 
@@ -134,6 +140,9 @@ class _Connection:
         self._thread.join()
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        if not self._thread.is_alive():
+            # Queued to no one, the operation would wait forever.
+            raise sqlite3.ProgrammingError(f"the database {self._path} is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put((fn, future, loop, durable))
@@ -147,7 +156,7 @@ class _Connection:
             conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache
             conn.execute("PRAGMA mmap_size=268435456")
             conn.execute("PRAGMA temp_store=MEMORY")
-            conn.executescript(SCHEMA)
+            conn.executescript(SCHEMA + gates.SCHEMA)
         except BaseException as exc:  # reported to start()
             self._error = exc
             self._ready.set()
@@ -217,7 +226,9 @@ class SqliteBackend:
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
         self.path = str(path)
         self._conn = _Connection(self.path, synchronous)
+        self._reader = None if self.path == ":memory:" else _Reader(self.path)
         self._lock_file: IO[bytes] | None = None
+        self._gate_wake: int | None = None  # when a parked message may pass (sqlite_gates)
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -239,6 +250,8 @@ class SqliteBackend:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._conn.stop)
+        if self._reader is not None:
+            await asyncio.to_thread(self._reader.close)
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -308,6 +321,7 @@ class SqliteBackend:
             return []
 
         def op(c: sqlite3.Connection) -> list[Lease]:
+            self._gate_wake = gates.admit(c, now, limit)
             token = secrets.token_hex(8)
             until = now + visibility
             due = [
@@ -357,6 +371,7 @@ class SqliteBackend:
             ).rowcount
             if not updated:
                 return False
+            gates.settled(c, message.id, settlement.state, settlement.next_due)
             if settlement.dlq is not None:
                 _insert_dlq(c, settlement.dlq)
             _accept(c, settlement.follow_ups, settlement.events, now, 0)
@@ -375,11 +390,23 @@ class SqliteBackend:
                     " receipt = NULL WHERE id = ?",
                     (now, message.id),
                 )
+                gates.cancelled(c, message.id)
                 _insert_events(c, [Event.of(message, MessageState.CANCELED, now)])
                 cancelled.append(message.id)
             return cancelled
 
         return await self._conn.run(op)
+
+    async def find_pending(self, query: PendingQuery) -> list[str]:
+        def op(c: sqlite3.Connection) -> list[str]:
+            rows = c.execute(
+                "SELECT record FROM messages"
+                " WHERE state NOT IN ('DELIVERED', 'FAILED', 'CANCELED') ORDER BY rowid"
+            )
+            found = (Message.from_record(orjson.loads(row[0]), b"") for row in rows)
+            return [m.id for m in found if query.matches(m)]
+
+        return await self._conn.run(op, durable=False)
 
     async def get_message(self, message_id: str) -> Message | None:
         found = await self._conn.run(lambda c: _load_messages(c, [message_id]), durable=False)
@@ -390,7 +417,50 @@ class SqliteBackend:
             value = c.execute(
                 "SELECT MIN(visible_at) FROM messages WHERE visible_at IS NOT NULL"
             ).fetchone()[0]
-            return None if value is None else int(value)
+            dues = [int(t) for t in (value, self._gate_wake) if t is not None]
+            return min(dues, default=None)
+
+        return await self._conn.run(op, durable=False)
+
+    async def queue_stats(self, now: int) -> QueueStats:
+        def op(c: sqlite3.Connection) -> QueueStats:
+            # A lease voided at open() has visible_at 0: it has been due since its creation.
+            due, waiting, in_flight, oldest = c.execute(
+                "SELECT COUNT(*) FILTER (WHERE visible_at <= :now),"
+                " COUNT(*) FILTER (WHERE visible_at > :now AND receipt IS NULL),"
+                " COUNT(*) FILTER (WHERE visible_at > :now AND receipt IS NOT NULL),"
+                " MIN(MAX(visible_at, created_at)) FILTER (WHERE visible_at <= :now)"
+                " FROM messages WHERE visible_at IS NOT NULL",
+                {"now": now},
+            ).fetchone()
+            return QueueStats(due, waiting, in_flight, None if oldest is None else int(oldest))
+
+        return await self._conn.run(op, durable=False)
+
+    # --- queues and flow control (sqlite_gates) ----------------------------------------------
+
+    async def queue_lags(self, names: Sequence[str]) -> dict[str, int]:
+        return await self._conn.run(lambda c: gates.queue_lags(c, names), durable=False)
+
+    async def admit_waiting(self, now: int, *, queue: str | None = None) -> None:
+        """Nothing to do: the next lease admits (the service wakes the worker)."""
+
+    async def flow_keys(self, now: int, keys: Sequence[str] | None = None) -> list[FlowKeyUsage]:
+        return await self._conn.run(lambda c: gates.flow_keys(c, now, keys), durable=False)
+
+    async def change_flow_key(
+        self, key: str, change: Callable[[FlowKey], FlowKey], now: int
+    ) -> FlowKey:
+        return await self._conn.run(lambda c: gates.change_key(c, key, change))
+
+    async def in_flight(self, now: int) -> int:
+        def op(c: sqlite3.Connection) -> int:
+            return int(
+                c.execute(
+                    "SELECT COUNT(*) FROM messages WHERE receipt IS NOT NULL AND visible_at > ?",
+                    (now,),
+                ).fetchone()[0]
+            )
 
         return await self._conn.run(op, durable=False)
 
@@ -406,11 +476,11 @@ class SqliteBackend:
                 ("topic_name", query.topic_names),
                 ("queue_name", query.queue_names),
                 ("schedule_id", query.schedule_ids),
-                ("label", query.labels),
             ],
             "time",
             query.from_time,
             query.to_time,
+            labels=query.labels,
         )
 
         def op(c: sqlite3.Connection) -> Page:
@@ -445,12 +515,17 @@ class SqliteBackend:
                 ("topic_name", query.topic_names),
                 ("queue_name", query.queue_names),
                 ("schedule_id", query.schedule_ids),
-                ("label", query.labels),
                 ("response_status", query.response_statuses),
+                ("json_extract(CAST(record AS TEXT), '$.caller_ip')", query.caller_ips),
+                (
+                    "json_extract(CAST(record AS TEXT), '$.flow_control_key')",
+                    query.flow_control_keys,
+                ),
             ],
             "failed_at",
             query.from_time,
             query.to_time,
+            labels=query.labels,
         )
 
         def op(c: sqlite3.Connection) -> Page:
@@ -479,6 +554,124 @@ class SqliteBackend:
             return c.execute(f"DELETE FROM dlq WHERE dlq_id IN ({marks})", list(dlq_ids)).rowcount
 
         return await self._conn.run(op) if dlq_ids else 0
+
+    # --- the console's views ----------------------------------------------------------------
+
+    async def list_messages(self, query: MessageQuery) -> Page:
+        # Newest first by rowid (insertion order): no index to keep up on the hot path. URL and
+        # label live in the record; CAST because SQLite 3.45+ reads a BLOB as binary JSONB.
+        clauses: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        if query.cursor:
+            clauses.append("rowid < ?")
+            params.append(int(query.cursor))
+        for column, values in (
+            ("id", query.message_ids),
+            ("state", [str(s) for s in query.states]),
+            ("json_extract(CAST(record AS TEXT), '$.label')", query.labels),
+        ):
+            if values:
+                clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+                params.extend(values)
+        if query.url_contains:
+            clauses.append("instr(json_extract(CAST(record AS TEXT), '$.url'), ?) > 0")
+            params.append(query.url_contains)
+        if query.from_time is not None:
+            clauses.append("created_at >= ?")
+            params.append(query.from_time)
+        if query.to_time is not None:
+            clauses.append("created_at <= ?")
+            params.append(query.to_time)
+
+        def op(c: sqlite3.Connection) -> Page:
+            rows = c.execute(
+                "SELECT rowid, state, retried, record FROM messages"
+                f" WHERE {' AND '.join(clauses)} ORDER BY rowid DESC LIMIT ?",
+                [*params, query.count + 1],
+            ).fetchall()
+            items = []
+            for _, state, retried, record in rows[: query.count]:
+                message = Message.from_record(orjson.loads(record), b"")
+                message.state, message.retried = MessageState(state), retried
+                items.append(message)
+            cursor = str(rows[query.count - 1][0]) if len(rows) > query.count else None
+            return Page(items=items, cursor=cursor)
+
+        return await self._read(op)
+
+    async def count_messages(self) -> dict[MessageState, int]:
+        def op(c: sqlite3.Connection) -> dict[MessageState, int]:
+            rows = c.execute("SELECT state, COUNT(*) FROM messages GROUP BY state")
+            return {MessageState(state): count for state, count in rows}
+
+        return await self._read(op)
+
+    async def list_outcomes(self, since: int, limit: int) -> list[Outcome]:
+        def op(c: sqlite3.Connection) -> list[Outcome]:
+            # No index on time (it would cost every insert): events are appended in time order,
+            # give or take the jitter between writers, so the window starts near a seq that a
+            # binary search finds; the margin covers the jitter.
+            first = _first_seq_at(c, since - _ORDER_MARGIN_MS)
+            rows = c.execute(
+                "SELECT time, state, json_extract(CAST(detail AS TEXT), '$.duration') FROM events"
+                " WHERE seq >= ? AND state IN ('DELIVERED', 'RETRY', 'FAILED') AND time >= ?"
+                " ORDER BY seq DESC LIMIT ?",
+                (first, since, limit),
+            )
+            return [(time, _STATES[state], duration) for time, state, duration in rows]
+
+        return await self._read(op)
+
+    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read-only query for the console beside the writer thread (WAL lets readers
+        run beside it), so that a long scan never holds up publishing or delivery."""
+        if self._reader is None:
+            return await self._conn.run(op, durable=False)
+        return await asyncio.to_thread(self._reader.run, op)
+
+
+class _Reader:
+    """A read-only connection, opened on first use, used by one thread at a time."""
+
+    def __init__(self, path: str) -> None:
+        self._uri = Path(path).absolute().as_uri() + "?mode=ro"
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            if self._conn is None:
+                self._conn = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
+                self._conn.execute("PRAGMA busy_timeout=5000")
+                self._conn.execute("PRAGMA mmap_size=268435456")
+            return op(self._conn)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _first_seq_at(c: sqlite3.Connection, time_ms: int) -> int:
+    """The first event seq at or after ``time_ms``, assuming seq order is time order."""
+    low, high = c.execute("SELECT MIN(seq), MAX(seq) + 1 FROM events").fetchone()
+    if low is None:
+        return 0
+    while low < high:
+        middle = (low + high) // 2
+        seq, time = c.execute(
+            "SELECT seq, time FROM events WHERE seq >= ? ORDER BY seq LIMIT 1", (middle,)
+        ).fetchone()
+        if time < time_ms:
+            low = seq + 1
+        else:
+            high = middle
+    return int(low)
+
+
+_STATES = {str(s): s for s in MessageState}
+_ORDER_MARGIN_MS = 300_000
 
 
 # --- statements shared by several operations -------------------------------------------------
@@ -525,6 +718,7 @@ def _accept(
             for m in stored
         ],
     )
+    gates.accepted(c, stored)
     _insert_events(c, kept_events(events, {m.id for m in stored}))
     return results
 
@@ -615,20 +809,30 @@ def _filters(
     time_column: str,
     from_time: int | None,
     to_time: int | None,
+    *,
+    labels: Sequence[str] = (),
 ) -> tuple[str, list[Any]]:
+    """A WHERE clause: each column IN its values, a ``label`` column holding any of ``labels``
+    (it keeps them joined by ","), the time range, and ``seq`` below the cursor."""
     clauses = ["1 = 1"]
     params: list[Any] = []
     if cursor:
         clauses.append("seq < ?")
-        params.append(int(cursor))
+        params.append(min(int(cursor), _MAX_INTEGER))
     for column, values in columns:
         if values:
             clauses.append(f"{column} IN ({','.join('?' * len(values))})")
             params.extend(values)
+    if labels:
+        clauses.append("(" + " OR ".join(["instr(',' || label || ',', ?) > 0"] * len(labels)) + ")")
+        params.extend(f",{label}," for label in labels)
     if from_time is not None:
         clauses.append(f"{time_column} >= ?")
-        params.append(from_time)
+        params.append(min(from_time, _MAX_INTEGER))
     if to_time is not None:
         clauses.append(f"{time_column} <= ?")
-        params.append(to_time)
+        params.append(min(to_time, _MAX_INTEGER))
     return " AND ".join(clauses), params
+
+
+_MAX_INTEGER = 2**63 - 1  # SQLite's; a larger bound would raise OverflowError

@@ -38,5 +38,6 @@ def create_app(service: RelayService, *, max_request_bytes: int) -> web.Applicat
         return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
     app = web.Application(client_max_size=max_request_bytes)
-    app.router.add_route("*", "/{tail:.*}", entry)
+    # Any character, newlines too: aiohttp matches the decoded path, where %0A is one.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", entry)
     return app

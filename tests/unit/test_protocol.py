@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.protocol import BadRequest, parse_bool, parse_duration, parse_int
+from relay.protocol import BadRequest, parse_bool, parse_duration, parse_int, parse_redact_fields
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,24 @@ def test_ints_and_bools() -> None:
         parse_int("21", what="Upstash-Retries", maximum=20)
     assert parse_bool("True") and parse_bool("true") and parse_bool("1")
     assert not parse_bool("False") and not parse_bool("")
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("body", "body"),
+        ("header", "header"),
+        ("headers", "header"),  # the docs' spelling
+        ("body, headers[Authorization],header[X-A]", "body,header[Authorization],header[X-A]"),
+        ("body,body", "body"),
+        (" , ", None),
+    ],
+)
+def test_redact_fields(text: str, canonical: str | None) -> None:
+    assert parse_redact_fields(text) == canonical
+
+
+@pytest.mark.parametrize("text", ["cookies", "header[]", "body[x]", "header[a"])
+def test_bad_redact_fields(text: str) -> None:
+    with pytest.raises(BadRequest, match="Upstash-Redact-Fields"):
+        parse_redact_fields(text)
