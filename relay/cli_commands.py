@@ -24,6 +24,7 @@ from relay.client import (
     Event,
     Message,
     PublishOptions,
+    Queue,
     RelayError,
     UrlGroup,
 )
@@ -754,6 +755,89 @@ def url_groups_delete(r: Remote, name: str) -> None:
         r.out.line(f"deleted URL group {name}")
 
 
+# --- queues -------------------------------------------------------------------------------------
+
+
+@click.group("queues")
+def queues() -> None:
+    """Manage queues: FIFO delivery, ``parallelism`` messages at a time."""
+
+
+def _queue_table(r: Remote, rows: list[Queue]) -> None:
+    r.out.table(
+        ["Name", "Parallelism", "Paused", "Lag", "Updated"],
+        [(q.name, q.parallelism, q.paused, q.lag, when(q.updated_at)) for q in rows],
+    )
+
+
+@queues.command("list")
+@remote
+def queues_list(r: Remote) -> None:
+    """List every queue with its parallelism, state and lag."""
+    rows = r.client.queues.list()
+    if r.out.as_json:
+        r.out.json(rows)
+    else:
+        _queue_table(r, rows)
+
+
+@queues.command("get")
+@click.argument("name")
+@remote
+def queues_get(r: Remote, name: str) -> None:
+    """Show one queue."""
+    queues_get_show(r, name)
+
+
+@queues.command("upsert")
+@click.argument("name")
+@click.option("--parallelism", type=click.IntRange(min=1), default=None)
+@click.option("--paused/--running", default=None, help="Create or leave it paused.")
+@remote
+def queues_upsert(r: Remote, name: str, parallelism: int | None, paused: bool | None) -> None:
+    """Create or update the queue NAME."""
+    r.client.queues.upsert(name, parallelism=parallelism, paused=paused)
+    queues_get_show(r, name)
+
+
+def queues_get_show(r: Remote, name: str) -> None:
+    queue = r.client.queues.get(name)
+    if r.out.as_json:
+        r.out.json(queue)
+    else:
+        _queue_table(r, [queue])
+
+
+@queues.command("pause")
+@click.argument("name")
+@remote
+def queues_pause(r: Remote, name: str) -> None:
+    """Pause a queue: it keeps accepting, delivers nothing until resumed."""
+    r.client.queues.pause(name)
+    queues_get_show(r, name)
+
+
+@queues.command("resume")
+@click.argument("name")
+@remote
+def queues_resume(r: Remote, name: str) -> None:
+    """Resume a paused queue."""
+    r.client.queues.resume(name)
+    queues_get_show(r, name)
+
+
+@queues.command("delete")
+@click.argument("name")
+@remote
+def queues_delete(r: Remote, name: str) -> None:
+    """Delete a queue's settings (messages already in it are still delivered)."""
+    r.client.queues.delete(name)
+    if r.out.as_json:
+        r.out.json({"deleted": name})
+    else:
+        r.out.line(f"deleted queue {name}")
+
+
 # --- signing keys (remote) ------------------------------------------------------------------
 
 
@@ -903,6 +987,6 @@ for _name, _verb, _help in (
     schedules.add_command(_schedule_action(_name, _verb, _help))
 
 
-COMMANDS: Sequence[click.Command] = (publish, messages, logs, dlq, url_groups, schedules)
+COMMANDS: Sequence[click.Command] = (publish, messages, logs, dlq, url_groups, schedules, queues)
 KEY_COMMANDS: Sequence[click.Command] = (keys_get, keys_rotate)
 __all__ = ["COMMANDS", "KEY_COMMANDS", "Remote", "remote"]

@@ -113,7 +113,7 @@ def test_help_documents_the_exit_codes(cli: Cli) -> None:
     assert "Exit codes:" in out
     for line in ("0  success", "1  the relay answered", "2  usage", "3  authentication"):
         assert line in out
-    for group in ("publish", "messages", "logs", "dlq", "url-groups", "keys"):
+    for group in ("publish", "messages", "logs", "dlq", "url-groups", "queues", "keys"):
         assert group in out
 
 
@@ -420,3 +420,16 @@ def test_schedules(cli: Cli, destination: str) -> None:
     cli("schedules", "delete", other, "--json")
     cli("schedules", "get", "cli-daily", code=1)
     cli("schedules", "create", f"{destination}/ok", "not a cron", code=1)
+
+
+def test_queues(cli: Cli) -> None:
+    queue = cli.json("queues", "upsert", "cli-q", "--parallelism", "2")
+    assert queue["name"] == "cli-q" and queue["parallelism"] == 2 and not queue["paused"]
+    assert cli.json("queues", "pause", "cli-q")["paused"] is True
+    listing = cli("queues", "list").stdout
+    assert "cli-q" in listing and "Parallelism" in listing
+    assert cli.json("queues", "resume", "cli-q")["paused"] is False
+    assert "cli-q" in cli("queues", "get", "cli-q").stdout
+    assert "deleted queue cli-q" in cli("queues", "delete", "cli-q").stdout
+    cli("queues", "get", "cli-q", code=1)
+    cli("queues", "upsert", "cli-q", "--parallelism", "0", code=2)
