@@ -124,6 +124,32 @@ class Received:
 Responder = Callable[[Received], Any]
 
 
+class OfficialVerdicts(list[str]):
+    """A receiver answer that checks each delivery with the official ``qstash.Receiver`` and
+    records its verdict ("accepted" or "rejected: …"); 401 when it rejects."""
+
+    def __init__(self, current_signing_key: str, next_signing_key: str) -> None:
+        super().__init__()
+        from qstash import Receiver as OfficialReceiver
+
+        self.official = OfficialReceiver(
+            current_signing_key=current_signing_key, next_signing_key=next_signing_key
+        )
+
+    def __call__(self, request: Received) -> web.Response:
+        try:
+            self.official.verify(
+                signature=request.headers["Upstash-Signature"],
+                body=request.body.decode(),
+                url=request.url,
+            )
+        except Exception as exc:  # the official receiver's own verdict
+            self.append(f"rejected: {exc}")
+            return web.Response(status=401)
+        self.append("accepted")
+        return web.Response(text="ok")
+
+
 @dataclass
 class Receiver:
     """A real HTTP server on 127.0.0.1 that records requests and answers as scripted."""

@@ -19,9 +19,7 @@ from typing import Any
 
 import boto3
 import pytest
-from aiohttp import web
 from qstash import AsyncQStash
-from qstash import Receiver as OfficialReceiver
 from qstash.message import BatchJsonRequest
 
 from infra.dev_aws import DEV_CREDENTIALS
@@ -29,7 +27,7 @@ from infra.emulator import LocalAws
 from relay import protocol as p
 from relay.backends.aws import AwsBackend
 from relay.models import Lease, Settlement
-from tests.conftest import Received, Receiver
+from tests.conftest import OfficialVerdicts, Receiver
 from tests.e2e.process import free_port
 
 pytestmark = pytest.mark.slow
@@ -57,23 +55,9 @@ async def wait_until(predicate: Any, timeout: float = 20) -> None:
 async def test_official_sdk_publish_and_batch_verified_by_official_receiver(
     stack: LocalAws, receiver: Receiver
 ) -> None:
-    official = OfficialReceiver(
+    verify = verdicts = OfficialVerdicts(
         current_signing_key=p.DEV_CURRENT_SIGNING_KEY, next_signing_key=p.DEV_NEXT_SIGNING_KEY
     )
-    verdicts: list[str] = []
-
-    def verify(request: Received) -> web.Response:
-        try:
-            official.verify(
-                signature=request.headers["Upstash-Signature"],
-                body=request.body.decode(),
-                url=request.url,
-            )
-        except Exception as exc:  # the official receiver's own verdict
-            verdicts.append(f"rejected: {exc}")
-            return web.Response(status=401)
-        verdicts.append("accepted")
-        return web.Response(text="ok")
 
     receiver.respond("/hook", verify)
     client = AsyncQStash(p.DEV_TOKEN, base_url=stack.url)

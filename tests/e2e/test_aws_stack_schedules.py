@@ -14,16 +14,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 
 import pytest
-from aiohttp import web
 from qstash import AsyncQStash
-from qstash import Receiver as OfficialReceiver
 
 from infra.dev_aws import DEV_CREDENTIALS
 from infra.emulator import LocalAws
 from relay import protocol as p
 from relay.aws_runtime import LambdaRuntime, Relay, open_relay
 from relay.clock import OffsetClock
-from tests.conftest import Received, Receiver
+from tests.conftest import OfficialVerdicts, Receiver
 
 pytestmark = pytest.mark.slow
 
@@ -52,23 +50,9 @@ async def test_official_sdk_schedule_fired_by_the_scheduler_lambda(
     stack: tuple[LocalAws, int], receiver: Receiver
 ) -> None:
     local, minute = stack
-    official = OfficialReceiver(
+    verify = verdicts = OfficialVerdicts(
         current_signing_key=p.DEV_CURRENT_SIGNING_KEY, next_signing_key=p.DEV_NEXT_SIGNING_KEY
     )
-    verdicts: list[str] = []
-
-    def verify(request: Received) -> web.Response:
-        try:
-            official.verify(
-                signature=request.headers["Upstash-Signature"],
-                body=request.body.decode(),
-                url=request.url,
-            )
-        except Exception as exc:  # the official receiver's own verdict
-            verdicts.append(f"rejected: {exc}")
-            return web.Response(status=401)
-        verdicts.append("accepted")
-        return web.Response(text="ok")
 
     receiver.respond("/cron", verify)
     client = AsyncQStash(p.DEV_TOKEN, base_url=local.url)

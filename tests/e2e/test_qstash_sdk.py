@@ -9,8 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from qstash import AsyncQStash, Receiver
+from qstash import AsyncQStash
 
 from relay.protocol import (
     DEV_CURRENT_SIGNING_KEY,
@@ -18,6 +17,7 @@ from relay.protocol import (
     DEV_TOKEN,
     DEV_WEBHOOK_SECRET,
 )
+from tests.conftest import OfficialVerdicts
 from tests.conftest import Receiver as Destination
 from tests.e2e.process import RelayProcess
 
@@ -44,25 +44,10 @@ def test_relay_dev_prints_the_dev_credentials(relay_dev: RelayProcess) -> None:
 async def test_official_sdk_publish_json_with_delay(
     relay_dev: RelayProcess, receiver: Destination
 ) -> None:
-    official = Receiver(
+    verify = verdicts = OfficialVerdicts(
         current_signing_key=relay_dev.env["QSTASH_CURRENT_SIGNING_KEY"],
         next_signing_key=relay_dev.env["QSTASH_NEXT_SIGNING_KEY"],
     )
-    verdicts: list[str] = []
-
-    def verify(request: object) -> web.Response:
-        assert hasattr(request, "headers") and hasattr(request, "body") and hasattr(request, "url")
-        try:
-            official.verify(
-                signature=request.headers["Upstash-Signature"],
-                body=request.body.decode(),
-                url=request.url,
-            )
-        except Exception as exc:  # the official receiver's own verdict
-            verdicts.append(f"rejected: {exc}")
-            return web.Response(status=401)
-        verdicts.append("accepted")
-        return web.Response(text="ok")
 
     receiver.respond("/hook", verify)
     client = AsyncQStash(relay_dev.env["QSTASH_TOKEN"], base_url=relay_dev.url)

@@ -14,12 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from qstash import AsyncQStash, Receiver
+from qstash import AsyncQStash
 from qstash.log import LogState
 from qstash.schedule import ScheduleState
 
-from tests.conftest import Received
+from tests.conftest import OfficialVerdicts
 from tests.conftest import Receiver as Destination
 from tests.e2e.process import RelayProcess
 
@@ -48,24 +47,10 @@ async def test_official_sdk_schedule_fires_within_seconds(
     relay_dev: tuple[RelayProcess, int], receiver: Destination
 ) -> None:
     process, minute = relay_dev
-    official = Receiver(
+    verify = verdicts = OfficialVerdicts(
         current_signing_key=process.env["QSTASH_CURRENT_SIGNING_KEY"],
         next_signing_key=process.env["QSTASH_NEXT_SIGNING_KEY"],
     )
-    verdicts: list[str] = []
-
-    def verify(request: Received) -> web.Response:
-        try:
-            official.verify(
-                signature=request.headers["Upstash-Signature"],
-                body=request.body.decode(),
-                url=request.url,
-            )
-        except Exception as exc:  # the official receiver's own verdict
-            verdicts.append(f"rejected: {exc}")
-            return web.Response(status=401)
-        verdicts.append("accepted")
-        return web.Response(text="ok")
 
     receiver.respond("/cron", verify)
     client = AsyncQStash(process.env["QSTASH_TOKEN"], base_url=process.url)
