@@ -16,6 +16,7 @@ from relay import flow_control, queues, scheduling
 from relay.console import session as sessions
 from relay.console.templating import SECURITY_HEADERS, render, static_file
 from relay.http.api import ApiRequest, ApiResponse, route
+from relay.http.render import message_json
 from relay.models import DlqQuery, EventQuery, MessageQuery, MessageState
 from relay.protocol import ApiError, BadRequest
 from relay.service import RelayService
@@ -347,12 +348,18 @@ async def _timeline(ctx: Context, message_id: str) -> dict[str, Any]:
 @page("GET", r"/messages/(?P<id>[^/]+)")
 async def message(ctx: Context) -> ApiResponse:
     data = await _timeline(ctx, unquote(ctx.match["id"]))
-    body = data["message"].body
-    try:
-        text, binary = body.decode("utf-8"), False
-    except UnicodeDecodeError:
-        text, binary = body.hex(" ", 1), True
-    return ctx.page("message.html", body_text=text, body_binary=binary, **data)
+    message = data["message"]
+    # What the API shows, redaction included (relay.http.render is the one place of that rule).
+    shown = message_json(message)
+    headers = [(name, value) for name, values in shown["header"].items() for value in values]
+    if "body" in (message.redact or "").split(","):
+        text, binary = str(shown["body"]), False
+    else:
+        try:
+            text, binary = message.body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            text, binary = message.body.hex(" ", 1), True
+    return ctx.page("message.html", body_text=text, body_binary=binary, headers=headers, **data)
 
 
 @page("GET", r"/messages/(?P<id>[^/]+)/timeline")

@@ -10,6 +10,7 @@ import pytest
 from relay.http.api import ApiRequest, ApiResponse, handle
 from relay.http.lambda_adapter import handle_event
 from relay.server import EmbeddedRelay
+from relay.service import PublishRequest
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
@@ -204,3 +205,23 @@ async def test_the_lambda_transport_serves_the_console(relay: EmbeddedRelay) -> 
     page = event("GET", "/console/messages", cookies=[cookie.split(";")[0]])
     answer = await handle_event(service, page, max_request_bytes=limit)
     assert answer["statusCode"] == 200 and "<table" in answer["body"]
+
+
+async def test_message_page_hides_redacted_fields(relay: EmbeddedRelay) -> None:
+    cookie, _ = await log_in(relay)
+    _, answer = await relay.service.publish(
+        PublishRequest(
+            destination="http://127.0.0.1:9/secret",
+            headers=[
+                ("Upstash-Redact-Fields", "body,header[X-Secret]"),
+                ("Upstash-Forward-X-Secret", "hunter2"),
+                ("Upstash-Forward-X-Plain", "visible"),
+                ("Upstash-Delay", "1h"),
+            ],
+            body=b"card 4242",
+        )
+    )
+    page = await call(relay, "GET", f"/console/messages/{answer['messageId']}", cookie=cookie)
+    assert page.status == 200
+    assert b"hunter2" not in page.body and b"card 4242" not in page.body
+    assert b"REDACTED:" in page.body and b"visible" in page.body
