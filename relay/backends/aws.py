@@ -984,19 +984,7 @@ class AwsBackend:
             ]
             order: Callable[[Item], str] = lambda item: item["sk"]["S"][2:]  # noqa: E731
         else:
-            sources = [
-                {
-                    "IndexName": TIME_INDEX,
-                    "KeyConditionExpression": "gp = :gp AND gs BETWEEN :low AND :high",
-                    "ExpressionAttributeValues": {
-                        ":gp": _s(f"E#{shard}"),
-                        ":low": _s(low),
-                        ":high": _s(high),
-                        **values,
-                    },
-                }
-                for shard in range(SHARDS)
-            ]
+            sources = _event_sources(low, high, values)
             order = lambda item: item["gs"]["S"]  # noqa: E731
         found, cursor = await self._newest(sources, filters, order, query.count)
         if not query.message_ids:
@@ -1090,19 +1078,7 @@ class AwsBackend:
         cursor = query.cursor
         for _ in range(_MESSAGE_LIST_ROUNDS):
             low_key, high_key = _bounds(query.from_time, query.to_time, cursor)
-            sources = [
-                {
-                    "IndexName": TIME_INDEX,
-                    "KeyConditionExpression": "gp = :gp AND gs BETWEEN :low AND :high",
-                    "ExpressionAttributeValues": {
-                        ":gp": _s(f"E#{shard}"),
-                        ":low": _s(low_key),
-                        ":high": _s(high_key),
-                        **values,
-                    },
-                }
-                for shard in range(SHARDS)
-            ]
+            sources = _event_sources(low_key, high_key, values)
             created, cursor = await self._newest(sources, filters, order, query.count)
             keys = [(e["pk"]["S"], "M") for e in created]
             messages = {i["pk"]["S"]: _message_from(i, b"") for i in await self._batch_get(keys)}
@@ -1141,19 +1117,7 @@ class AwsBackend:
     async def list_outcomes(self, since: int, limit: int) -> list[Outcome]:
         filters, values = _filter([("st", _OUTCOMES)])
         low, high = _bounds(since, None, None)
-        sources = [
-            {
-                "IndexName": TIME_INDEX,
-                "KeyConditionExpression": "gp = :gp AND gs BETWEEN :low AND :high",
-                "ExpressionAttributeValues": {
-                    ":gp": _s(f"E#{shard}"),
-                    ":low": _s(low),
-                    ":high": _s(high),
-                    **values,
-                },
-            }
-            for shard in range(SHARDS)
-        ]
+        sources = _event_sources(low, high, values)
         found, _ = await self._newest(sources, filters, lambda i: i["gs"]["S"], limit)
         # The duration is in the event's detail, which the index does not carry.
         events = await self._batch_get([(i["pk"]["S"], i["sk"]["S"]) for i in found], order=True)
@@ -1523,6 +1487,23 @@ def _refusal(old: Item | None, gen: int, now: int, receive_count: int) -> _Refus
         left = int(old["lu"]["N"]) - now
         return _Refused(hide_seconds=_visibility_seconds(left) + 1)
     return _Refused()  # stale copy, finished or cancelled message
+
+
+def _event_sources(low: str, high: str, values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Queries of the time index over every event shard between two order keys."""
+    return [
+        {
+            "IndexName": TIME_INDEX,
+            "KeyConditionExpression": "gp = :gp AND gs BETWEEN :low AND :high",
+            "ExpressionAttributeValues": {
+                ":gp": _s(f"E#{shard}"),
+                ":low": _s(low),
+                ":high": _s(high),
+                **values,
+            },
+        }
+        for shard in range(SHARDS)
+    ]
 
 
 def _message_from(item: Item, body: bytes) -> Message:
