@@ -376,10 +376,9 @@ def messages_cancel(r: Remote, message_ids: tuple[str, ...]) -> None:
         cancelled = sum(
             _in_chunks(r, "cancelling", list(message_ids), r.client.messages.cancel_many)
         )
-    if r.out.as_json:
-        r.out.json({"cancelled": cancelled})
-    else:
-        r.out.line(f"cancelled {cancelled} of {len(message_ids)} message(s)")
+    r.out.result(
+        {"cancelled": cancelled}, f"cancelled {cancelled} of {len(message_ids)} message(s)"
+    )
 
 
 def _in_chunks(
@@ -453,10 +452,7 @@ def logs(
         raise click.UsageError("--follow shows new events: it takes neither --to nor --cursor")
     try:
         for event in _tail(r.client, filters, count, interval):
-            if r.out.as_json:
-                r.out.json(event)
-            else:
-                r.out.line(_event_line(event))
+            r.out.result(event, _event_line(event))
     except KeyboardInterrupt:
         sys.exit(130)  # as the shell reports a command stopped by Ctrl-C
 
@@ -651,10 +647,9 @@ def dlq_delete(
         deleted = 1
     else:
         deleted = sum(_in_chunks(r, "deleting", ids, r.client.dlq.delete_many))
-    if r.out.as_json:
-        r.out.json({"deleted": deleted})
-    else:
-        r.out.line(f"deleted {deleted} DLQ entr{'y' if deleted == 1 else 'ies'}")
+    r.out.result(
+        {"deleted": deleted}, f"deleted {deleted} DLQ entr{'y' if deleted == 1 else 'ies'}"
+    )
 
 
 # --- URL groups -----------------------------------------------------------------------------
@@ -737,10 +732,10 @@ def url_groups_remove(r: Remote, name: str, urls: tuple[str, ...], names: tuple[
     if not urls and not names:
         raise click.UsageError("give the endpoint URLs (or --endpoint-name) to remove")
     r.client.url_groups.remove_endpoints(name, urls=urls, names=names)
-    if r.out.as_json:
-        r.out.json({"removed": len(urls) + len(names)})
-    else:
-        r.out.line(f"removed {len(urls) + len(names)} endpoint(s) from {name}")
+    r.out.result(
+        {"removed": len(urls) + len(names)},
+        f"removed {len(urls) + len(names)} endpoint(s) from {name}",
+    )
 
 
 @url_groups.command("delete")
@@ -749,10 +744,7 @@ def url_groups_remove(r: Remote, name: str, urls: tuple[str, ...], names: tuple[
 def url_groups_delete(r: Remote, name: str) -> None:
     """Delete a URL group."""
     r.client.url_groups.delete(name)
-    if r.out.as_json:
-        r.out.json({"deleted": name})
-    else:
-        r.out.line(f"deleted URL group {name}")
+    r.out.result({"deleted": name}, f"deleted URL group {name}")
 
 
 # --- queues -------------------------------------------------------------------------------------
@@ -832,10 +824,7 @@ def queues_resume(r: Remote, name: str) -> None:
 def queues_delete(r: Remote, name: str) -> None:
     """Delete a queue's settings (messages already in it are still delivered)."""
     r.client.queues.delete(name)
-    if r.out.as_json:
-        r.out.json({"deleted": name})
-    else:
-        r.out.line(f"deleted queue {name}")
+    r.out.result({"deleted": name}, f"deleted queue {name}")
 
 
 # --- signing keys (remote) ------------------------------------------------------------------
@@ -959,10 +948,7 @@ def schedules_create(
     created = r.client.schedules.create(
         destination, cron, raw, schedule_id=schedule_id, queue=queue, **options
     )
-    if r.out.as_json:
-        r.out.json({"scheduleId": created})
-    else:
-        r.out.line(created)
+    r.out.result({"scheduleId": created}, created)
 
 
 def _schedule_action(name: str, verb: str, help_text: str) -> click.Command:
@@ -971,10 +957,7 @@ def _schedule_action(name: str, verb: str, help_text: str) -> click.Command:
     @remote
     def action(r: Remote, schedule_id: str) -> None:
         getattr(r.client.schedules, name)(schedule_id)
-        if r.out.as_json:
-            r.out.json({"scheduleId": schedule_id, verb: True})
-        else:
-            r.out.line(f"{verb} schedule {schedule_id}")
+        r.out.result({"scheduleId": schedule_id, verb: True}, f"{verb} schedule {schedule_id}")
 
     return action
 

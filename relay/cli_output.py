@@ -78,6 +78,13 @@ class Output:
     def line(self, text: str) -> None:
         self.console.print(text, soft_wrap=True, markup=False)
 
+    def result(self, value: Any, text: str) -> None:
+        """A command's outcome: ``value`` as JSON for scripts, else ``text`` for people."""
+        if self.as_json:
+            self.json(value)
+        else:
+            self.line(text)
+
     def note(self, text: str) -> None:
         """A remark for people (stderr), never mixed into what a script reads."""
         self.errors.print(text, soft_wrap=True, markup=False)
