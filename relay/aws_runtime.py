@@ -130,9 +130,11 @@ class Relay:
         """
         if not self._visibility_known:
             await self._learn_visibility()
-        results = await asyncio.gather(
-            *(self._deliver_record(record) for record in records), return_exceptions=True
-        )
+        # The batch's log lines go to shared log pages, written once the outcomes are stored.
+        async with self.backend.log_batch():
+            results = await asyncio.gather(
+                *(self._deliver_record(record) for record in records), return_exceptions=True
+            )
         failures = []
         for record, result in zip(records, results, strict=True):
             if isinstance(result, BaseException):

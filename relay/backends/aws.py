@@ -37,7 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import contextvars
 import functools
+import heapq
 import logging
 import math
 import os
@@ -46,7 +49,15 @@ import secrets
 import threading
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -92,11 +103,13 @@ Item = dict[str, Any]  # a DynamoDB item in the low-level client's typed form ({
 
 TTL_ATTRIBUTE = "expires_at"
 TIME_INDEX = "by-time"
-SHARDS = 4  # GSI partitions per list (events, waiting messages), so no one key gets hot
+LOG_INDEX = "log"
+SHARDS = 4  # GSI partitions per list (the log, waiting messages), so no one key gets hot
 TABLE_SCHEMA: dict[str, Any] = {
     "BillingMode": "PAY_PER_REQUEST",
     "AttributeDefinitions": [
-        {"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", "gp", "gs")
+        {"AttributeName": name, "AttributeType": "S"}
+        for name in ("pk", "sk", "gp", "gs", "lp", "ls")
     ],
     "KeySchema": [
         {"AttributeName": "pk", "KeyType": "HASH"},
@@ -125,7 +138,17 @@ TABLE_SCHEMA: dict[str, Any] = {
                     "gen",
                 ],
             },
-        }
+        },
+        {
+            # Keys only: an entry costs one write unit, and no later write of a listed message
+            # item changes it (its key is its CREATED event's; state changes are not projected).
+            "IndexName": LOG_INDEX,
+            "KeySchema": [
+                {"AttributeName": "lp", "KeyType": "HASH"},
+                {"AttributeName": "ls", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+        },
     ],
     # CloudFormation's property; the API sets it with UpdateTimeToLive after CreateTable.
     "TimeToLiveSpecification": {"AttributeName": TTL_ATTRIBUTE, "Enabled": True},
@@ -143,7 +166,9 @@ _FINAL = [str(s) for s in MessageState if s.final]
 _NOT_FINAL = f"NOT st IN ({', '.join(f':f{i}' for i in range(len(_FINAL)))})"
 _LOW, _HIGH = "0" * 36, "9" * 36
 _OUTCOMES = [str(s) for s in (MessageState.DELIVERED, MessageState.RETRY, MessageState.FAILED)]
-_MESSAGE_LIST_ROUNDS = 20  # index pages read to fill one page of a state-filtered list
+_LOG_SPAN = 60_000  # ms: the most a log page's pointers span (listing reads this far ahead)
+_PAGE_POINTERS = 400  # pointers per log page (~10 KB compressed at most)
+_EVENT_BODY_INLINE = 512  # chars of a response body kept in the message item's event
 
 
 class LeaseDeferred(Exception):
@@ -362,7 +387,11 @@ class AwsBackend:
         """Store ``messages`` with their events and dedup ids, all or nothing unless the process
         dies midway: a message with a dedup id is written with it in a transaction (the id's
         condition must hold with it), the others by BatchWriteItem (a transaction bills double);
-        if any write fails, those before it are deleted again before the error is raised."""
+        if any write fails, those before it are deleted again before the error is raised.
+
+        The steps, for a caller that stores more in the same write (see the module docstring):
+        :meth:`accept_items` builds the items, :meth:`dispatch_accepted` sends the copies
+        (before the write), :meth:`_write_all` writes, :meth:`accepted` finishes."""
         use_dedup = dedup_window > 0
         keys = sorted({m.dedup_key for m in messages if use_dedup and m.dedup_key})
         known = await self._dedup_entries(keys, now) if keys else {}
@@ -372,27 +401,13 @@ class AwsBackend:
         places = await self._gates.places(messages, now)  # who waits for a queue or a key
         for _ in range(5):
             results, stored = _deduplicate(messages, known if use_dedup else None)
-            groups = list(
-                await asyncio.gather(
-                    *(self._message_puts(m, now, places.get(m.id)) for m in stored)
-                )
+            groups, others = await self.accept_items(
+                stored, events, now, places, dedup_window if use_dedup else 0
             )
-            if use_dedup:
-                for group, message in zip(groups, stored, strict=True):
-                    if message.dedup_key:
-                        group.append(self._dedup_put(message, now, dedup_window))
-            by_message: dict[str, list[Item]] = {}
-            for event in kept_events(events, {m.id for m in stored}):
-                by_message.setdefault(event.message_id, []).append(self._event_put(event))
-            for group, message in zip(groups, stored, strict=True):
-                group.extend(by_message.pop(message.id, []))
-            if by_message:  # events of other messages: ride with the first chunk
-                groups.insert(0, [put for puts in by_message.values() for put in puts])
             # Copies go out after the bodies, just before the write that makes them valid.
-            ready = [m for m in stored if m.id not in sent and m.id not in places]
-            await self._dispatch_new(ready, now)
+            ready = [m for m in stored if m.id not in sent]
             sent.update(m.id for m in ready)
-            sent_copies.extend(ready)
+            sent_copies.extend(await self.dispatch_accepted(ready, now, places))
             try:
                 await self._write_all([g for g in groups if g])
             except DedupConflict as conflict:
@@ -401,21 +416,88 @@ class AwsBackend:
             if time.monotonic() - started > _RESEND_AFTER:
                 # Lease gives a copy whose message is not stored yet ~15 s before dropping it;
                 # a write slower than that may have outlived its copies: send them again (a
-                # duplicate copy is dropped or held at lease, never delivered twice at once).
+                # duplicate copy is dropped at lease once settled, or its settle is refused).
                 kept = {m.id for m in stored}
                 await self._dispatch_new([m for m in sent_copies if m.id in kept], now)
-            self._note_waiting([m for m in stored if m.id not in places], now)
-            await self._gates.admit(_gate_pks(m for m in stored if m.id in places), now)
+            await self._append_events(others)
+            await self.accepted(stored, now, places)
             return results
         raise RuntimeError("deduplication ids kept changing under concurrent publishes")
+
+    async def accept_items(
+        self,
+        stored: Sequence[Message],
+        events: Sequence[Event],
+        now: int,
+        places: Mapping[str, aws_gates.Place],
+        dedup_window: int = 0,
+    ) -> tuple[list[list[Item]], list[tuple[str, Event]]]:
+        """The write of an accept: per message the transact items of :meth:`_message_put` (plus
+        its dedup id's), and one group of log pages; and the events of messages not among
+        ``stored`` (appended to their items afterwards). A group holding a condition is written
+        in a transaction, the others by BatchWriteItem (see :meth:`_write_all`)."""
+        keyed: dict[str, list[tuple[str, Event]]] = {}
+        others: list[tuple[str, Event]] = []
+        ids = {m.id for m in stored}
+        for event in kept_events(events, ids):
+            entry = (_ticks.order_key(event.time), event)
+            if event.message_id in ids:
+                keyed.setdefault(event.message_id, []).append(entry)
+            else:
+                others.append(entry)
+        # One message lists its CREATED event itself (one index entry); more share log pages.
+        alone = len(stored) == 1
+        groups = list(
+            await asyncio.gather(
+                *(
+                    self._message_put(m, keyed.get(m.id, []), now, places.get(m.id), listed=alone)
+                    for m in stored
+                )
+            )
+        )
+        if dedup_window:
+            for group, message in zip(groups, stored, strict=True):
+                if message.dedup_key:
+                    group.append(self._dedup_put(message, now, dedup_window))
+        if not alone:
+            pointers = [(mid, key, e.state) for mid, entries in keyed.items() for key, e in entries]
+            groups.append([self._put(page) for page in self._log_pages(pointers)])
+        return groups, others
+
+    async def dispatch_accepted(
+        self, messages: Sequence[Message], now: int, places: Mapping[str, aws_gates.Place]
+    ) -> list[Message]:
+        """Send the SQS copies of accepted messages that neither wait in DynamoDB (long delays)
+        nor for a queue or key — *before* the write that stores them; returns those sent."""
+        ready = [m for m in messages if m.id not in places]
+        await self._dispatch_new(ready, now)
+        return ready
+
+    async def accepted(
+        self, stored: Sequence[Message], now: int, places: Mapping[str, aws_gates.Place]
+    ) -> None:
+        """After the write: remember long delays for lease(), admit what waits at a gate."""
+        self._note_waiting([m for m in stored if m.id not in places], now)
+        await self._gates.admit(_gate_pks(m for m in stored if m.id in places), now)
 
     async def _dispatch_new(self, messages: Sequence[Message], now: int) -> None:
         """Send the copies of messages due within ``max_sqs_delay`` (before they are stored)."""
         await self._send([(m.id, 0, m.not_before) for m in messages if self._to_sqs(m, now)], now)
 
-    async def _message_puts(
-        self, message: Message, now: int, place: aws_gates.Place | None = None
+    async def _message_put(
+        self,
+        message: Message,
+        events: Sequence[tuple[str, Event]],
+        now: int,
+        place: aws_gates.Place | None = None,
+        *,
+        listed: bool = False,
     ) -> list[Item]:
+        """The transact items (Put) that store a new message with its keyed events, as written
+        by accept (and by a settle's follow-ups): the message item — and, for a message that
+        waits for its queue or key, its wait entry. ``listed``: the item is its own log entry
+        (its first event's key in the ``log`` index) instead of a log page's pointer."""
+        values, extra = self._event_values(message, events)
         item: Item = {
             "pk": _s(f"M#{message.id}"),
             "sk": _s("M"),
@@ -425,11 +507,19 @@ class AwsBackend:
             "rec": _s(_record(message)),
             **await self._blob("bd", f"body/{message.id}", message.body),
         }
+        if values:
+            item["ev"] = {"L": values}
+        if listed and events:
+            item.update(_listed(events[0][0]))
+        puts = [self._put(extra_item) for extra_item in extra]
         if place is not None:  # waits for its queue or flow-control key (aws_gates)
-            return self._gates.parked_puts({"Put": {"TableName": self.table, "Item": item}}, place)
+            return self._gates.parked_puts(self._put(item), place) + puts
         if not self._to_sqs(message, now):
             item.update(self._waiting(message.id, message.not_before))
-        return [{"Put": {"TableName": self.table, "Item": item}}]
+        return [self._put(item), *puts]
+
+    def _put(self, item: Item) -> Item:
+        return {"Put": {"TableName": self.table, "Item": item}}
 
     def _dedup_put(self, message: Message, now: int, window: int) -> Item:
         assert message.dedup_key is not None
@@ -493,12 +583,20 @@ class AwsBackend:
             ]
             if not received:
                 break
+            # Two copies of one generation in one receive (a re-sent copy): lease one, drop the
+            # other (if the lease is lost, the leased copy itself comes back).
+            copies: dict[str, _Received] = {}
+            for r in received:
+                copies.setdefault(r.body, r)
             outcomes = await asyncio.gather(
-                *(self._lease_one(r, now, visibility, r.handle) for r in received)
+                *(
+                    self._lease_one(r, now, visibility, r.handle)
+                    if copies[r.body] is r
+                    else _dropped()
+                    for r in received
+                )
             )
-            taken = [o for o in outcomes if isinstance(o, Lease)]
-            await self._put_all([self._event_item(_active(lease, now)) for lease in taken])
-            leases.extend(taken)
+            leases.extend(o for o in outcomes if isinstance(o, Lease))
             await self._refuse(
                 [(r, o) for r, o in zip(received, outcomes, strict=True) if isinstance(o, _Refused)]
             )
@@ -521,7 +619,6 @@ class AwsBackend:
             received, now, self.record_visibility if visibility is None else visibility, ""
         )
         if isinstance(outcome, Lease):
-            await self._put_all([self._event_item(_active(outcome, now))])
             return outcome
         if outcome.hide_seconds is None:
             return None
@@ -531,6 +628,9 @@ class AwsBackend:
     async def _lease_one(
         self, received: _Received, now: int, visibility: int, handle: str
     ) -> Lease | _Refused:
+        """One consistent read decides. A message without a queue or flow-control key is leased
+        by SQS's visibility alone (no write: its ACTIVE event is stored with the outcome); one
+        with them takes a lease token on its item, as its gate's slot accounting needs."""
         try:
             copy = orjson.loads(received.body)
             if isinstance(copy, dict) and "gate" in copy:  # a wake-up of a queue or key
@@ -539,10 +639,17 @@ class AwsBackend:
         except (ValueError, KeyError, TypeError):
             log.warning("dropping a malformed dispatch message: %.200r", received.body)
             return _Refused()
-        token = secrets.token_hex(8)
         until = now + visibility
+        item = await self._get(f"M#{message_id}", "M")
+        if item is None or not _leasable(item, gen, now):
+            return _refusal(item, gen, now, received.receive_count)
+        message = await self._message(item)
+        if not _gated(message):
+            message.state = MessageState.ACTIVE
+            return Lease(message=message, receipt=f".{gen}.{now}.{handle}", visible_until=until)
+        token = secrets.token_hex(8)
         try:
-            answer = await self._call(
+            await self._call(
                 self._db.update_item,
                 TableName=self.table,
                 Key=_key(f"M#{message_id}", "M"),
@@ -560,7 +667,6 @@ class AwsBackend:
                     ":gen": _n(gen),
                     ":now": _n(now),
                 },
-                ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
@@ -568,12 +674,12 @@ class AwsBackend:
                 raise
             old = cast("Item | None", exc.response.get("Item"))  # ALL_OLD, if it exists
             return _refusal(old, gen, now, received.receive_count)
-        message = await self._message(answer["Attributes"])
+        message.state = MessageState.ACTIVE
         if message.flow_control_key is not None and not await self._gates.hold(
             message, token, gen, until, now
         ):
             return _Refused()  # its call slot was reclaimed: back to the key's wait list
-        return Lease(message=message, receipt=f"{token}.{gen}.{handle}", visible_until=until)
+        return Lease(message=message, receipt=f"{token}.{gen}.{now}.{handle}", visible_until=until)
 
     async def _refuse(self, refused: list[tuple[_Received, _Refused]], delete: bool = True) -> None:
         """Delete dropped copies (unless an event source mapping does) and hide deferred ones."""
@@ -598,20 +704,47 @@ class AwsBackend:
     # --- settling -------------------------------------------------------------------------------
 
     async def settle(self, lease: Lease, settlement: Settlement, now: int) -> bool:
-        """Conditional on the lease token: the message's new state, its events, DLQ entry and
-        follow-ups (one transaction when there are follow-ups or a DLQ entry; otherwise the
-        update, then the events — a crash between loses a log line, never a message). A retry's
-        new copy is sent first; the leased SQS message is deleted last."""
-        token, gen_text, handle = lease.receipt.split(".", 2)
+        """One conditional UpdateItem stores the new state and appends the attempt's events
+        (ACTIVE, at the lease's time, then the outcome) to the message item; a transaction
+        instead when there are follow-ups, a DLQ entry or gate updates. Conditional on the lease
+        token (a gated message) or on the generation and an unfinished state (SQS visibility
+        is the lease: past ``visible_until`` the lease is lost). The events' log pointers go to
+        the open :meth:`log_batch` or a page of their own. A retry's new copy is sent first;
+        the leased SQS message is deleted last."""
+        token, gen_text, leased_text, handle = lease.receipt.split(".", 3)
         gen = int(gen_text)
         message = lease.message
+        if not token and now > lease.visible_until:
+            return False  # SQS may have handed the copy to another attempt already
         values: Item = {
-            ":token": _s(token),
-            ":active": _s(MessageState.ACTIVE),
             ":st": _s(str(settlement.state)),
             ":rt": _n(settlement.retried),
+            ":none": {"L": []},
         }
-        sets = ["st = :st", "rt = :rt"]
+        if token:
+            condition = "lt = :token AND st = :active"
+            values.update({":token": _s(token), ":active": _s(MessageState.ACTIVE)})
+        else:
+            condition = (
+                "gen = :gen0 AND st IN (:created, :retry) AND attribute_not_exists(lt)"
+                " AND attribute_not_exists(gp) AND attribute_not_exists(wl)"
+            )
+            values.update(
+                {
+                    ":gen0": _n(gen),
+                    ":created": _s(MessageState.CREATED),
+                    ":retry": _s(MessageState.RETRY),
+                }
+            )
+        active = Event.of(message, MessageState.ACTIVE, int(leased_text))
+        own = [e for e in [active, *settlement.events] if e.message_id == message.id]
+        keyed = [(_ticks.order_key(e.time), e) for e in own]
+        others = [
+            (_ticks.order_key(e.time), e) for e in settlement.events if e.message_id != message.id
+        ]
+        events, extra = self._event_values(message, keyed)
+        values[":ev"] = {"L": events}
+        sets = ["st = :st", "rt = :rt", "ev = list_append(if_not_exists(ev, :none), :ev)"]
         gated = self._gates.settling(message, settlement, now)
         if settlement.state == MessageState.RETRY:
             due = now if settlement.next_due is None else settlement.next_due
@@ -634,7 +767,7 @@ class AwsBackend:
             "TableName": self.table,
             "Key": _key(f"M#{message.id}", "M"),
             "UpdateExpression": "SET " + ", ".join(sets) + " REMOVE lt, lu",
-            "ConditionExpression": "lt = :token AND st = :active",
+            "ConditionExpression": condition,
             "ExpressionAttributeValues": values,
         }
         try:
@@ -642,10 +775,10 @@ class AwsBackend:
                 places = await self._gates.places(settlement.follow_ups, now, configure=False)
                 items: list[Item] = [{"Update": update}]
                 for follow_up in settlement.follow_ups:
-                    items += await self._message_puts(follow_up, now, places.get(follow_up.id))
+                    items += await self._message_put(follow_up, [], now, places.get(follow_up.id))
                 if settlement.dlq is not None:
                     items.append(await self._dlq_put(settlement.dlq))
-                items += [self._event_put(e) for e in settlement.events]
+                items += [self._put(item) for item in extra]
                 items += gated.items
                 await self._dispatch_new(
                     [f for f in settlement.follow_ups if f.id not in places], now
@@ -653,12 +786,15 @@ class AwsBackend:
                 await self._transact(items)
                 gated.touched += _gate_pks(f for f in settlement.follow_ups if f.id in places)
             else:
+                # Large response bodies first: a settle that then fails leaves them to TTL.
+                await self._put_all(extra)
                 await self._call(self._db.update_item, **update)
-                await self._put_all([self._event_item(e) for e in settlement.events])
         except ClientError as exc:
             if _code(exc) == "ConditionalCheckFailedException" or _cancelled_at(exc, 0):
                 return False  # the lease was lost or the message cancelled: keep the SQS copy
             raise
+        await self._log([(message.id, key, e.state) for key, e in keyed])
+        await self._append_events(others)
         self._note_waiting(settlement.follow_ups, now)
         if handle:
             await self._call(self._sqs.delete_message, QueueUrl=self._queue(), ReceiptHandle=handle)
@@ -666,7 +802,8 @@ class AwsBackend:
         return True
 
     async def cancel(self, message_ids: Sequence[str], now: int) -> list[str]:
-        results = await asyncio.gather(*(self._cancel_one(mid, now) for mid in message_ids))
+        async with self.log_batch():
+            results = await asyncio.gather(*(self._cancel_one(mid, now) for mid in message_ids))
         return [mid for mid, done in zip(message_ids, results, strict=True) if done]
 
     async def _cancel_one(self, message_id: str, now: int) -> bool:
@@ -679,6 +816,10 @@ class AwsBackend:
             # generation read (admission changes it), or the cancel is tried again.
             gated = self._gates.cancelling(item, message, now)
             condition = _NOT_FINAL + (" AND gen = :gen" if gated.items else "")
+            key = _ticks.order_key(now)
+            events, extra = self._event_values(
+                message, [(key, Event.of(message, MessageState.CANCELED, now))]
+            )
             try:
                 await self._transact(
                     [
@@ -688,17 +829,21 @@ class AwsBackend:
                                 "Key": _key(f"M#{message_id}", "M"),
                                 # A copy still in SQS finds the message final and is dropped.
                                 "UpdateExpression": "SET st = :canceled,"
-                                f" {TTL_ATTRIBUTE} = :expires REMOVE gp, gs, lt, lu, wl",
+                                f" {TTL_ATTRIBUTE} = :expires,"
+                                " ev = list_append(if_not_exists(ev, :none), :ev)"
+                                " REMOVE gp, gs, lt, lu, wl",
                                 "ConditionExpression": condition,
                                 "ExpressionAttributeValues": {
                                     ":canceled": _s(MessageState.CANCELED),
                                     ":expires": _n(self._expires(now)),
+                                    ":none": {"L": []},
+                                    ":ev": {"L": events},
                                     **{f":f{i}": _s(state) for i, state in enumerate(_FINAL)},
                                     **({":gen": item["gen"]} if gated.items else {}),
                                 },
                             }
                         },
-                        self._event_put(Event.of(message, MessageState.CANCELED, now)),
+                        *[self._put(i) for i in extra],
                         *gated.items,
                     ]
                 )
@@ -706,6 +851,7 @@ class AwsBackend:
                 if _cancelled_at(exc, 0):
                     continue  # finished meanwhile (then False), or admitted: read it again
                 raise
+            await self._log([(message_id, key, MessageState.CANCELED)])
             await self._gates.admit(gated.touched, now)
             return True
         return False
@@ -953,43 +1099,221 @@ class AwsBackend:
             else:
                 raise RuntimeError(f"SQS refused dispatch copies: {failed}")
 
-    # --- logs and DLQ ---------------------------------------------------------------------------
+    # --- the log: events inside message items, listed through the `log` index -------------------
 
     async def list_events(self, query: EventQuery) -> Page:
+        """Newest first. With message ids: their items, read consistently; otherwise through
+        the log (see :meth:`_log_newest`). Filters: :func:`_event_matches`."""
         low, high = _bounds(query.from_time, query.to_time, query.cursor)
-        filters, values = _filter(
-            [
-                ("st", [str(s) for s in query.states]),
-                ("url", query.urls),
-                ("tp", query.topic_names),
-                ("qn", query.queue_names),
-                ("sc", query.schedule_ids),
-                ("lb", query.labels),
-            ]
-        )
+        states = {str(s) for s in query.states}
+
+        def keep(event: Event, item: Item) -> bool:
+            return _event_matches(event, query)
+
         if query.message_ids:
-            # A message's events live in its own partition: read them there, consistently.
-            sources = [
-                {
-                    "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
-                    "ExpressionAttributeValues": {
-                        ":pk": _s(f"M#{mid}"),
-                        ":low": _s("E#" + low),
-                        ":high": _s("E#" + high),
-                        **values,
-                    },
-                    "ConsistentRead": True,
-                }
-                for mid in dict.fromkeys(query.message_ids)
+            keys = [(f"M#{mid}", "M") for mid in dict.fromkeys(query.message_ids)]
+            found = [
+                f
+                for item in await self._batch_get(keys, consistent=True)
+                for f in _item_events(item)
+                if low <= f.key <= high and (not states or f.event.state in states)
+                if keep(f.event, item)
             ]
-            order: Callable[[Item], str] = lambda item: item["sk"]["S"][2:]  # noqa: E731
-        else:
-            sources = _event_sources(low, high, values)
-            order = lambda item: item["gs"]["S"]  # noqa: E731
-        found, cursor = await self._newest(sources, filters, order, query.count)
-        if not query.message_ids:
-            found = await self._batch_get([(i["pk"]["S"], i["sk"]["S"]) for i in found], order=True)
-        return Page(items=[_event_from(item) for item in found], cursor=cursor)
+            found.sort(key=lambda f: f.key, reverse=True)
+            page = found[: query.count]
+            cursor = page[-1].key if len(found) > query.count and page else None
+            return Page(items=await self._with_bodies(page, consistent=True), cursor=cursor)
+        page, cursor = await self._log_newest(low, high, states, keep, query.count)
+        return Page(items=await self._with_bodies(page), cursor=cursor)
+
+    @contextlib.asynccontextmanager
+    async def log_batch(self) -> AsyncIterator[None]:
+        """Collect the log pointers of the settles and cancels inside into shared log pages,
+        written on exit (the delivery Lambda wraps each SQS batch in one). A crash before they
+        are written loses those lines from the listings, never from the message items."""
+        if _LOG_BUFFER.get() is not None:
+            yield
+            return
+        buffer: list[_Pointer] = []
+        token = _LOG_BUFFER.set(buffer)
+        try:
+            yield
+        finally:
+            _LOG_BUFFER.reset(token)
+            if buffer:
+                await self._put_all(self._log_pages(buffer))
+
+    async def _log(self, pointers: Sequence[_Pointer]) -> None:
+        """Make events stored in message items listable: into the open log batch, or a page."""
+        buffer = _LOG_BUFFER.get()
+        if buffer is not None:
+            buffer.extend(pointers)
+        elif pointers:
+            await self._put_all(self._log_pages(pointers))
+
+    def _log_pages(self, pointers: Sequence[_Pointer]) -> list[Item]:
+        """Page items holding ``pointers`` (message id, event key, state), each spanning at
+        most _LOG_SPAN ms, listed under its newest key."""
+        pages: list[Item] = []
+        group: list[_Pointer] = []
+        for pointer in sorted(pointers, key=lambda p: p[1]):
+            if group and (
+                len(group) >= _PAGE_POINTERS
+                or _key_time(pointer[1]) - _key_time(group[0][1]) > _LOG_SPAN
+            ):
+                pages.append(self._log_page(group))
+                group = []
+            group.append(pointer)
+        if group:
+            pages.append(self._log_page(group))
+        return pages
+
+    def _log_page(self, group: list[_Pointer]) -> Item:
+        newest = group[-1][1]
+        packed = zlib.compress(orjson.dumps([[mid, key, str(st)] for mid, key, st in group]))
+        return {
+            "pk": _s(f"L#{newest}"),
+            "sk": _s("L"),
+            **_listed(newest),
+            "lg": {"B": packed},
+            TTL_ATTRIBUTE: _n(self._expires(_key_time(newest))),
+        }
+
+    def _event_values(
+        self, message: Message, keyed: Sequence[tuple[str, Event]]
+    ) -> tuple[list[Item], list[Item]]:
+        """The message item's ``ev`` elements for ``keyed`` events (what its record cannot
+        rebuild, see :func:`_pack_event`), and the items that hold response bodies too large to
+        keep in the message item, which every later write of it would pay for again."""
+        base = Message.from_record(orjson.loads(_record(message)), b"")  # as decoding sees it
+        values: list[Item] = []
+        extra: list[Item] = []
+        for key, event in keyed:
+            body = event.detail.get("responseBody")
+            apart = isinstance(body, str) and len(body) > _EVENT_BODY_INLINE
+            if apart:
+                extra.append(
+                    {
+                        "pk": _s(f"M#{event.message_id}"),
+                        "sk": _s(f"R#{key}"),
+                        "b": _s(str(body)),
+                        TTL_ATTRIBUTE: _n(self._expires(event.time)),
+                    }
+                )
+            values.append(_s(_json(_pack_event(base, key, event, body_apart=apart))))
+        return values, extra
+
+    async def _append_events(self, keyed: Sequence[tuple[str, Event]]) -> None:
+        """Events of messages not written with them: appended to their items, if they exist."""
+        by_message: dict[str, list[tuple[str, Event]]] = {}
+        for key, event in keyed:
+            by_message.setdefault(event.message_id, []).append((key, event))
+        for message_id, entries in by_message.items():
+            item = await self._get(f"M#{message_id}", "M")
+            if item is None:
+                continue
+            values, extra = self._event_values(_message_from(item, b""), entries)
+            await self._put_all(extra)
+            try:
+                await self._call(
+                    self._db.update_item,
+                    TableName=self.table,
+                    Key=_key(f"M#{message_id}", "M"),
+                    UpdateExpression="SET ev = list_append(if_not_exists(ev, :none), :ev)",
+                    ConditionExpression="attribute_exists(pk)",
+                    ExpressionAttributeValues={":none": {"L": []}, ":ev": {"L": values}},
+                )
+            except ClientError as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise
+                continue
+            await self._log([(message_id, key, e.state) for key, e in entries])
+
+    async def _log_newest(
+        self,
+        low: str,
+        high: str,
+        states: set[str],
+        keep: Callable[[Event, Item], bool],
+        count: int,
+    ) -> tuple[list[_Found], str | None]:
+        """The ``count`` newest events between two order keys whose state is in ``states``
+        (any if empty) and that ``keep`` accepts (given the message item), and the cursor
+        that continues after them: log pointers, newest first, resolved against their message
+        items a few at a time (a message gone with its TTL drops its lines)."""
+        found: list[_Found] = []
+        batch: list[_Pointer] = []
+
+        async def resolve() -> None:
+            keys = [(f"M#{mid}", "M") for mid, _, _ in batch]
+            items = {i["pk"]["S"][2:]: i for i in await self._batch_get(keys)}
+            decoded: dict[str, dict[str, _Found]] = {}
+            for mid, key, _ in batch:
+                if (item := items.get(mid)) is None:
+                    continue
+                if mid not in decoded:
+                    decoded[mid] = {f.key: f for f in _item_events(item)}
+                hit = decoded[mid].get(key)
+                if hit is not None and keep(hit.event, item):
+                    found.append(replace(hit, item=item))
+            batch.clear()
+
+        async with contextlib.aclosing(self._log_pointers(low, high, states)) as pointers:
+            async for pointer in pointers:
+                batch.append(pointer)
+                if len(batch) >= min(100, count + 1 - len(found)):
+                    await resolve()
+                    if len(found) > count:
+                        break
+            else:
+                if batch:
+                    await resolve()
+        page = found[:count]
+        return page, (page[-1].key if len(found) > count and page else None)
+
+    async def _log_pointers(
+        self, low: str, high: str, states: set[str]
+    ) -> AsyncGenerator[_Pointer, None]:
+        """Log pointers with keys between ``low`` and ``high``, newest first, merged over the
+        index's shards. An entry's pointers are all at or below its key and at most _LOG_SPAN
+        older, so a pointer is yielded once no entry still unread can hold a newer one."""
+        top = high
+        if high != _HIGH:
+            top = f"{min(_key_time(high) + _LOG_SPAN, 10**13 - 1):013d}" + "9" * 23
+        shards = [_LogShard(self, shard, low, top) for shard in range(SHARDS)]
+        pending: list[tuple[int, str, str, str]] = []  # a heap: (-key, message id, key, state)
+        while True:
+            await asyncio.gather(*(s.fill() for s in shards if not s.entries and not s.done))
+            heads = [s for s in shards if s.entries]
+            newest = max(heads, key=lambda s: s.entries[0][0]) if heads else None
+            bound = -1 if newest is None else int(newest.entries[0][0])
+            while pending and -pending[0][0] > bound:
+                _, mid, key, state = heapq.heappop(pending)
+                yield mid, key, MessageState(state)
+            if newest is None:
+                return
+            _, entry = newest.entries.pop(0)
+            for mid, key, state in entry:
+                if low <= key <= high and (not states or state in states):
+                    heapq.heappush(pending, (-int(key), mid, key, str(state)))
+
+    async def _with_bodies(
+        self, found: Sequence[_Found], *, consistent: bool = False
+    ) -> list[Event]:
+        """The events, with the response bodies kept beside their message items read back."""
+        apart = [(f"M#{f.event.message_id}", f"R#{f.key}") for f in found if f.body_apart]
+        if apart:
+            bodies = {
+                (i["pk"]["S"], i["sk"]["S"]): i["b"]["S"]
+                for i in await self._batch_get(apart, consistent=consistent)
+            }
+            for f in found:
+                if f.body_apart:
+                    key = (f"M#{f.event.message_id}", f"R#{f.key}")
+                    f.event.detail["responseBody"] = bodies.get(key, "")
+        return [f.event for f in found]
+
+    # --- DLQ -------------------------------------------------------------------------------------
 
     async def list_dlq(self, query: DlqQuery) -> Page:
         low, high = _bounds(query.from_time, query.to_time, query.cursor)
@@ -1050,10 +1374,9 @@ class AwsBackend:
     # --- the console's views --------------------------------------------------------------------
 
     async def list_messages(self, query: MessageQuery) -> Page:
-        """A message has no index entry of its own: its CREATED event lists it (newest first,
-        filtered on URL and label in the index); its state is read from the message item, so a
-        state filter may take a few rounds to fill a page."""
-        wanted = set(query.states)
+        """Newest first through their CREATED events in the log; the state is the message
+        item's, read with it."""
+        wanted = {str(s) for s in query.states}
         if query.message_ids:
             keys = [(f"M#{mid}", "M") for mid in dict.fromkeys(query.message_ids)]
             found = [_message_from(i, b"") for i in await self._batch_get(keys, consistent=True)]
@@ -1068,29 +1391,20 @@ class AwsBackend:
             ]
             chosen.sort(key=lambda m: m.created_at, reverse=True)
             return Page(items=chosen[: query.count], cursor=None)
-        filters, values = _filter([("st", [str(MessageState.CREATED)]), ("lb", query.labels)])
-        if query.url_contains:
-            filters["FilterExpression"] += " AND contains(#url, :urlpart)"
-            filters["ExpressionAttributeNames"]["#url"] = "url"
-            values[":urlpart"] = _s(query.url_contains)
-        order: Callable[[Item], str] = lambda item: item["gs"]["S"]  # noqa: E731
-        items: list[Message] = []
-        cursor = query.cursor
-        for _ in range(_MESSAGE_LIST_ROUNDS):
-            low_key, high_key = _bounds(query.from_time, query.to_time, cursor)
-            sources = _event_sources(low_key, high_key, values)
-            created, cursor = await self._newest(sources, filters, order, query.count)
-            keys = [(e["pk"]["S"], "M") for e in created]
-            messages = {i["pk"]["S"]: _message_from(i, b"") for i in await self._batch_get(keys)}
-            for event in created:
-                message = messages.get(event["pk"]["S"])
-                if message is not None and (not wanted or message.state in wanted):
-                    items.append(message)
-                if len(items) == query.count:
-                    more = event is not created[-1] or cursor is not None
-                    return Page(items=items, cursor=order(event) if more else None)
-            if cursor is None:
-                break
+        labels = set(query.labels)
+
+        def keep(event: Event, item: Item) -> bool:
+            return (
+                (not wanted or item["st"]["S"] in wanted)
+                and (not query.url_contains or query.url_contains in event.url)
+                and (not labels or bool(labels & set(split_labels(event.detail.get("label")))))
+            )
+
+        low_key, high_key = _bounds(query.from_time, query.to_time, query.cursor)
+        page, cursor = await self._log_newest(
+            low_key, high_key, {str(MessageState.CREATED)}, keep, query.count
+        )
+        items = [_message_from(f.item, b"") for f in page if f.item is not None]
         return Page(items=items, cursor=cursor)
 
     async def count_messages(self) -> dict[MessageState, int]:
@@ -1115,20 +1429,9 @@ class AwsBackend:
                 return counts
 
     async def list_outcomes(self, since: int, limit: int) -> list[Outcome]:
-        filters, values = _filter([("st", _OUTCOMES)])
         low, high = _bounds(since, None, None)
-        sources = _event_sources(low, high, values)
-        found, _ = await self._newest(sources, filters, lambda i: i["gs"]["S"], limit)
-        # The duration is in the event's detail, which the index does not carry.
-        events = await self._batch_get([(i["pk"]["S"], i["sk"]["S"]) for i in found], order=True)
-        return [
-            (
-                int(e["t"]["N"]),
-                MessageState(e["st"]["S"]),
-                orjson.loads(e["d"]["S"]).get("duration"),
-            )
-            for e in events
-        ]
+        found, _ = await self._log_newest(low, high, set(_OUTCOMES), lambda e, i: True, limit)
+        return [(f.event.time, f.event.state, f.event.detail.get("duration")) for f in found]
 
     async def _newest(
         self,
@@ -1173,29 +1476,6 @@ class AwsBackend:
         return page, cursor
 
     # --- items ----------------------------------------------------------------------------------
-
-    def _event_item(self, event: Event) -> Item:
-        key = _ticks.order_key(event.time)
-        item: Item = {
-            "pk": _s(f"M#{event.message_id}"),
-            "sk": _s("E#" + key),
-            "gp": _s(f"E#{_shard(event.message_id)}"),
-            "gs": _s(key),
-            "t": _n(event.time),
-            "st": _s(str(event.state)),
-            "url": _s(event.url),
-            "d": _s(_json(event.detail)),
-            TTL_ATTRIBUTE: _n(self._expires(event.time)),
-        }
-        for attr, name in _EVENT_FILTERS:
-            if (value := event.detail.get(name)) is not None:
-                item[attr] = _s(str(value))
-        if labels := split_labels(event.detail.get("label")):
-            item["lb"] = {"SS": labels}
-        return item
-
-    def _event_put(self, event: Event) -> Item:
-        return {"Put": {"TableName": self.table, "Item": self._event_item(event)}}
 
     async def _dlq_put(self, entry: DlqEntry) -> Item:
         m = entry.message
@@ -1380,8 +1660,175 @@ class AwsBackend:
 
 # --- helpers ------------------------------------------------------------------------------------
 
-_EVENT_FILTERS = (("tp", "topicName"), ("qn", "queueName"), ("sc", "scheduleId"))
 _DIGITS = re.compile(r"\d{36}")
+
+
+_Pointer = tuple[str, str, MessageState]  # a log line: message id, event order key, state
+_LOG_BUFFER: contextvars.ContextVar[list[_Pointer] | None] = contextvars.ContextVar(
+    "relay_aws_log_batch", default=None
+)
+
+
+@dataclass(slots=True)
+class _Found:
+    """An event read from its message item: its order key, and whether its response body was
+    kept apart (in an R# item)."""
+
+    key: str
+    event: Event
+    body_apart: bool
+    item: Item | None = None
+
+
+class _LogShard:
+    """One shard of the ``log`` index, read newest first a page at a time; a log page's
+    pointers are read with it (a message item listed itself is one CREATED pointer)."""
+
+    def __init__(self, backend: AwsBackend, shard: int, low: str, high: str) -> None:
+        self._b = backend
+        self._shard = shard
+        self._low = low
+        self._high = high
+        self._start: Item | None = None
+        self.done = False
+        self.entries: list[tuple[str, list[_Pointer]]] = []  # (key, pointers), newest first
+
+    async def fill(self) -> None:
+        b = self._b
+        answer = await b._call(
+            b._db.query,
+            TableName=b.table,
+            IndexName=LOG_INDEX,
+            KeyConditionExpression="lp = :lp AND ls BETWEEN :low AND :high",
+            ExpressionAttributeValues={
+                ":lp": _s(f"L#{self._shard}"),
+                ":low": _s(self._low),
+                ":high": _s(self._high),
+            },
+            ScanIndexForward=False,
+            Limit=50,
+            **({"ExclusiveStartKey": self._start} if self._start else {}),
+        )
+        self._start = answer.get("LastEvaluatedKey")
+        self.done = not self._start
+        index = answer.get("Items", [])
+        pages = [(i["pk"]["S"], i["sk"]["S"]) for i in index if i["pk"]["S"].startswith("L#")]
+        stored = {i["pk"]["S"]: i for i in await b._batch_get(pages)} if pages else {}
+        for entry in index:
+            pk, key = entry["pk"]["S"], entry["ls"]["S"]
+            if pk.startswith("M#"):
+                self.entries.append((key, [(pk[2:], key, MessageState.CREATED)]))
+            elif (page := stored.get(pk)) is not None:
+                lines = orjson.loads(zlib.decompress(bytes(page["lg"]["B"])))
+                self.entries.append((key, [(m, k, MessageState(s)) for m, k, s in lines]))
+
+
+def _listed(key: str) -> Item:
+    """The ``log`` index attributes of an item listed under ``key``."""
+    return {"lp": _s(f"L#{zlib.crc32(key.encode()) % SHARDS}"), "ls": _s(key)}
+
+
+def _key_time(key: str) -> int:
+    return int(key[:13])
+
+
+def _base_detail(message: Message, state: MessageState, time_ms: int) -> dict[str, Any]:
+    """The detail an event of ``message`` gets from the message alone: what need not be stored."""
+    if state == MessageState.CREATED:
+        from relay.service import created_event  # the one rule for a CREATED event's detail
+
+        return created_event(message, time_ms).detail
+    return Event.of(message, state, time_ms).detail
+
+
+def _pack_event(message: Message, key: str, event: Event, *, body_apart: bool) -> list[Any]:
+    """An event as its message item keeps it: [key, state, detail the message cannot rebuild,
+    marks] — marks: "-" keys to drop from the rebuilt detail, "~" responseHeaders is
+    responseHeader, "^" the response body is kept apart, "u" a URL other than the message's."""
+    base = _base_detail(message, event.state, event.time)
+    detail = dict(event.detail)
+    marks: dict[str, Any] = {}
+    if body_apart:
+        detail.pop("responseBody", None)
+        marks["^"] = 1
+    if "responseHeaders" in detail and detail["responseHeaders"] == detail.get("responseHeader"):
+        del detail["responseHeaders"]
+        marks["~"] = 1
+    diff = {k: v for k, v in detail.items() if k not in base or base[k] != v}
+    if removed := [k for k in base if k not in detail and k != "responseHeaders"]:
+        marks["-"] = removed
+    if event.url != message.url:
+        marks["u"] = event.url
+    return [key, str(event.state), diff, marks] if marks else [key, str(event.state), diff]
+
+
+def _item_events(item: Item) -> list[_Found]:
+    """The events a message item keeps, oldest first."""
+    values = item.get("ev", {}).get("L", [])
+    if not values:
+        return []
+    message = _message_from(item, b"")
+    found = []
+    for value in values:
+        key, state_name, diff, *rest = orjson.loads(value["S"])
+        marks: dict[str, Any] = rest[0] if rest else {}
+        state = MessageState(state_name)
+        time_ms = _key_time(key)
+        detail = _base_detail(message, state, time_ms)
+        for name in marks.get("-", []):
+            detail.pop(name, None)
+        detail.update(diff)
+        if marks.get("~"):
+            detail["responseHeaders"] = detail.get("responseHeader")
+        event = Event(
+            time=time_ms,
+            message_id=message.id,
+            state=state,
+            url=marks.get("u", message.url),
+            detail=detail,
+            seq=int(key),
+        )
+        found.append(_Found(key=key, event=event, body_apart=bool(marks.get("^"))))
+    return found
+
+
+def _event_matches(event: Event, query: EventQuery) -> bool:
+    """Whether ``event`` passes the logs API's filters (lists OR-ed, fields AND-ed); the
+    state and the time range are applied before, on the log pointers."""
+    detail = event.detail
+    wanted: list[tuple[Sequence[Any], Any]] = [
+        (query.states, event.state),
+        (query.urls, event.url),
+        (query.topic_names, detail.get("topicName")),
+        (query.queue_names, detail.get("queueName")),
+        (query.schedule_ids, detail.get("scheduleId")),
+    ]
+    if any(values and value not in values for values, value in wanted):
+        return False
+    return not query.labels or bool(set(query.labels) & set(split_labels(detail.get("label"))))
+
+
+async def _dropped() -> _Refused:
+    return _Refused()
+
+
+def _gated(message: Message) -> bool:
+    """Whether a message's lease must be written: its queue or key accounts for its slot."""
+    return message.queue_name is not None or message.flow_control_key is not None
+
+
+def _leasable(item: Item, gen: int, now: int) -> bool:
+    """Whether the copy of generation ``gen`` may lease the message item as read."""
+    state = item["st"]["S"]
+    return (
+        int(item["gen"]["N"]) == gen
+        and "gp" not in item
+        and "wl" not in item
+        and (
+            state in (MessageState.CREATED, MessageState.RETRY)
+            or (state == MessageState.ACTIVE and int(item.get("lu", {"N": "0"})["N"]) <= now)
+        )
+    )
 
 
 def _gate_pks(messages: Iterable[Message]) -> list[str]:
@@ -1489,39 +1936,11 @@ def _refusal(old: Item | None, gen: int, now: int, receive_count: int) -> _Refus
     return _Refused()  # stale copy, finished or cancelled message
 
 
-def _event_sources(low: str, high: str, values: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Queries of the time index over every event shard between two order keys."""
-    return [
-        {
-            "IndexName": TIME_INDEX,
-            "KeyConditionExpression": "gp = :gp AND gs BETWEEN :low AND :high",
-            "ExpressionAttributeValues": {
-                ":gp": _s(f"E#{shard}"),
-                ":low": _s(low),
-                ":high": _s(high),
-                **values,
-            },
-        }
-        for shard in range(SHARDS)
-    ]
-
-
 def _message_from(item: Item, body: bytes) -> Message:
     message = Message.from_record(orjson.loads(item["rec"]["S"]), body)
     message.state = MessageState(item["st"]["S"])
     message.retried = int(item["rt"]["N"])
     return message
-
-
-def _event_from(item: Item) -> Event:
-    return Event(
-        time=int(item["t"]["N"]),
-        message_id=item["pk"]["S"][2:],
-        state=MessageState(item["st"]["S"]),
-        url=item["url"]["S"],
-        detail=orjson.loads(item["d"]["S"]),
-        seq=int(item["sk"]["S"][2:]),
-    )
 
 
 def _bounds(from_time: int | None, to_time: int | None, cursor: str | None) -> tuple[str, str]:

@@ -14,7 +14,14 @@ from typing import Any
 import orjson
 import pytest
 
-from relay.backends.aws import TABLE_SCHEMA, TIME_INDEX, TTL_ATTRIBUTE, AwsBackend, LeaseDeferred
+from relay.backends.aws import (
+    LOG_INDEX,
+    TABLE_SCHEMA,
+    TIME_INDEX,
+    TTL_ATTRIBUTE,
+    AwsBackend,
+    LeaseDeferred,
+)
 from relay.models import DlqEntry, DlqQuery, Event, EventQuery, MessageState, Settlement
 from tests.conformance.test_backend_port import T0, _delivered, _message
 from tests.conftest import aws_backend
@@ -330,17 +337,22 @@ async def test_lambda_record_of_a_message_not_stored_yet_is_deferred_then_droppe
     assert await aws.lease_record(record, T0) is None  # an orphan: its accept never landed
 
 
-async def test_duplicate_copy_waits_for_the_live_lease(aws: AwsBackend) -> None:
+async def test_duplicate_copy_is_leased_but_only_one_outcome_is_stored(aws: AwsBackend) -> None:
+    # SQS visibility is the lease (no DynamoDB write): a duplicate copy of the same generation,
+    # as a promotion that crashed and ran again sends, is attempted too (at least once), but
+    # only the first outcome is stored and the other copy is dropped at its next receipt.
     message = _message("msg_dup")
     await aws.accept([message], [], T0, 0)
-    # a second copy of the same generation, as a promotion that crashed and ran again sends
     aws._sqs.send_message(QueueUrl=aws._queue(), MessageBody='{"id":"msg_dup","g":0}')
     first, second = _receive(aws)
-    assert await aws.lease_record(_record(first), T0, visibility=60_000) is not None
-    with pytest.raises(LeaseDeferred):
-        await aws.lease_record(_record(second), T0 + 1000)
-    # once the lease has lapsed, the copy is a redelivery
-    assert await aws.lease_record(_record(second), T0 + 60_000) is not None
+    one = await aws.lease_record(_record(first), T0, visibility=60_000)
+    other = await aws.lease_record(_record(second), T0 + 1000, visibility=60_000)
+    assert one is not None and other is not None
+    assert await aws.settle(one, _delivered(message, T0 + 2000), T0 + 2000)
+    assert not await aws.settle(other, _delivered(message, T0 + 2001), T0 + 2001)
+    assert await aws.lease_record(_record(second), T0 + 60_000) is None
+    states = [e.state for e in (await aws.list_events(EventQuery(message_ids=["msg_dup"]))).items]
+    assert states == [MessageState.DELIVERED, MessageState.ACTIVE]
 
 
 async def test_stale_copy_after_a_retry_is_dropped(aws: AwsBackend) -> None:
@@ -363,9 +375,11 @@ async def test_requests_per_message(aws: AwsBackend) -> None:
     calls.take()
     lease = await aws.lease_record(_record(received), T0)
     assert lease is not None
-    assert calls.take() == {"UpdateItem": 1, "BatchWriteItem": 1}
-    assert await aws.settle(lease, _delivered(message, T0), T0)
-    assert calls.take() == {"UpdateItem": 1, "BatchWriteItem": 1}
+    assert calls.take() == {"GetItem": 1}  # SQS visibility is the lease: nothing written
+    async with aws.log_batch():  # as the delivery Lambda settles a batch
+        assert await aws.settle(lease, _delivered(message, T0), T0)
+        assert calls.take() == {"UpdateItem": 1}  # the state and the events, in one write
+    assert calls.take() == {"BatchWriteItem": 1}  # the batch's log page
 
 
 async def test_requests_per_batch_and_per_dedup_id(aws: AwsBackend) -> None:
@@ -374,7 +388,8 @@ async def test_requests_per_batch_and_per_dedup_id(aws: AwsBackend) -> None:
     events = [Event.of(m, MessageState.CREATED, T0) for m in messages]
     await aws.accept(messages, events, T0, 600_000)
     # no transaction without dedup ids: 10 copies per SQS call, 25 items per DynamoDB call
-    assert calls.take() == {"SendMessageBatch": 10, "BatchWriteItem": 8}
+    # (100 message items and one log page of their CREATED events)
+    assert calls.take() == {"SendMessageBatch": 10, "BatchWriteItem": 5}
     keyed = replace(_message("msg_k"), dedup_key="k")
     await aws.accept([keyed], [Event.of(keyed, MessageState.CREATED, T0)], T0, 600_000)
     assert calls.take() == {"BatchGetItem": 1, "SendMessageBatch": 1, "TransactWriteItems": 1}
@@ -383,9 +398,10 @@ async def test_requests_per_batch_and_per_dedup_id(aws: AwsBackend) -> None:
 async def test_created_table_follows_the_schema(aws: AwsBackend) -> None:
     table = aws._db.describe_table(TableName="relay")["Table"]
     assert table["KeySchema"] == TABLE_SCHEMA["KeySchema"]
-    [index] = table["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == TIME_INDEX
-    assert index["Projection"] == TABLE_SCHEMA["GlobalSecondaryIndexes"][0]["Projection"]
+    indexes = {i["IndexName"]: i for i in table["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {TIME_INDEX, LOG_INDEX}
+    for schema in TABLE_SCHEMA["GlobalSecondaryIndexes"]:
+        assert indexes[schema["IndexName"]]["Projection"] == schema["Projection"]
     ttl = aws._db.describe_time_to_live(TableName="relay")["TimeToLiveDescription"]
     assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": TTL_ATTRIBUTE}
 
