@@ -17,6 +17,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -238,10 +239,12 @@ class SqsEventSource:
         report_failures: bool,
         endpoint_url: str,
         wait_seconds: int = 1,
+        batching_window: float = 0.0,
     ) -> None:
         self.container = container
         self.queue_url = queue_url
         self.batch_size = batch_size
+        self.batching_window = batching_window
         self.report_failures = report_failures
         self.wait_seconds = wait_seconds
         self.sqs = boto3.session.Session().client("sqs", endpoint_url=endpoint_url)
@@ -265,7 +268,7 @@ class SqsEventSource:
         received = await asyncio.to_thread(
             self.sqs.receive_message,
             QueueUrl=self.queue_url,
-            MaxNumberOfMessages=self.batch_size,
+            MaxNumberOfMessages=min(10, self.batch_size),
             WaitTimeSeconds=self.wait_seconds,
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
@@ -274,6 +277,19 @@ class SqsEventSource:
         if not messages:
             self.empty_receives += 1
             return
+        # With a batching window, Lambda's poller keeps receiving until the batch is full or
+        # the window (counted from the first record) has passed; every receive is billed.
+        deadline = time.monotonic() + self.batching_window
+        while len(messages) < self.batch_size and time.monotonic() < deadline:
+            more = await asyncio.to_thread(
+                self.sqs.receive_message,
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
+                WaitTimeSeconds=max(1, min(20, math.ceil(deadline - time.monotonic()))),
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            messages += more.get("Messages", [])
         self.batches.append(len(messages))
         records = [sqs_record(m, self.queue_arn) for m in messages]
         try:
@@ -430,6 +446,7 @@ class LocalAws:
                 self.containers[trigger.function],
                 queue_url,
                 batch_size=trigger.batch_size,
+                batching_window=trigger.batching_window,
                 report_failures=trigger.report_failures,
                 endpoint_url=self.endpoint_url,
             )

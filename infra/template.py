@@ -78,12 +78,14 @@ class Function:
 
 @dataclass(slots=True)
 class SqsTrigger:
-    """An SQS event source mapping: queue → function, batch size, partial failure reporting."""
+    """An SQS event source mapping: queue → function, batch size and batching window, partial
+    failure reporting."""
 
     function: str
     queue_arn: Any  # an intrinsic, resolved by the stack
     batch_size: int
     report_failures: bool
+    batching_window: float = 0.0  # MaximumBatchingWindowInSeconds
 
 
 @dataclass(slots=True)
@@ -248,7 +250,10 @@ def transform_template(
                 SqsTrigger(
                     function=props["FunctionName"]["Ref"],
                     queue_arn=props["EventSourceArn"],
-                    batch_size=int(props.get("BatchSize", 10)),
+                    batch_size=int(_value(props.get("BatchSize", 10), params)),
+                    batching_window=float(
+                        _value(props.get("MaximumBatchingWindowInSeconds", 0), params)
+                    ),
                     report_failures="ReportBatchItemFailures"
                     in props.get("FunctionResponseTypes", []),
                 )

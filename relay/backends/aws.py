@@ -6,8 +6,10 @@ One table, keys ``pk``/``sk`` (strings), on-demand, TTL on ``expires_at`` (epoch
 item               pk            sk              also
 =================  ============  ==============  ================================================
 message            M#<id>        M               st, rt (retried), gen, rec (JSON), bd | bs (body
-                                                 inline | S3 key), lt/lu (lease token/until, ms)
-event              M#<id>        E#<order key>   t, st, url, d (detail JSON), tp/qn/sc/lb
+                                                 inline | S3 key), ev (its events), lp/ls (log
+                                                 entry), lt/lu (lease token/until: gated only)
+response body      M#<id>        R#<event key>   b: an event's response body over 512 chars
+log page           L#<key>       L               lp/ls, lg (zlib JSON: [message id, key, state])
 DLQ entry          D#<dlq id>    D               did, mid, url, rs, fa, rec, bd|bs, rsp, rb|rbs
 dedup id           U#<key>       U               mid, url, exp (ms)
 setting            S#<name>      S               v
@@ -17,11 +19,20 @@ record             R#<kind>      <key>           v (JSON: a URL group, schedule,
 Queues and flow control keep their gates (G#Q#<queue>, G#K#<key>) and wait lists beside these,
 and a message's item names its wait-list entry (``wl``) while it waits: see aws_gates.
 
-One sparse GSI, ``by-time`` (``gp`` → ``gs``), serves the three time-ordered lists: events
-(``gp`` = E#<shard>, ``gs`` = order key), DLQ entries (D) and messages waiting in DynamoDB
-for a due time too far for SQS (Q#<shard>, ``gs`` = due ms). Order keys are 36 digits — event
-time, then a per-process monotonic write tick — so listings are newest first even within one
-millisecond, and a key is its listing's cursor.
+Events live in their message's item: ``ev`` is a list appended to (``list_append``) by the same
+write that changes the state, each element only what the message's record cannot rebuild
+(:func:`_pack_event`). Order keys are 36 digits — event time, then a per-process monotonic write
+tick — so listings are newest first even within one millisecond, and a key is its listing's
+cursor. The logs API and the console list events through the keys-only GSI ``log`` (``lp`` =
+L#<shard> → ``ls``): a message accepted alone is its own entry (key = its CREATED event's, never
+changed, so later writes of the item cost the index nothing); other events are *pointers* in log
+pages — one per accept of several messages, per delivery batch (:meth:`AwsBackend.log_batch`) or
+per settle outside one. A page spans at most a minute, so a listing merges the shards newest
+first and reads a minute ahead (:meth:`AwsBackend._log_pointers`); a pointer is resolved against
+its message item. A crash between a settle and its page loses a listing line, never the event.
+
+The sparse GSI ``by-time`` (``gp`` → ``gs``) serves the DLQ (D) and the messages waiting in
+DynamoDB for a due time too far for SQS (Q#<shard>, ``gs`` = due ms).
 
 Dispatch: a message due within ``max_sqs_delay`` is sent to SQS with ``DelaySeconds``; a later one
 waits in DynamoDB until :meth:`AwsBackend.promote_due` (the ticker) moves it. An SQS copy names
@@ -29,8 +40,21 @@ the message and its ``gen``; every re-enqueue (promotion, retry) bumps ``gen``, 
 recognised and dropped at lease. Copies are sent *before* the DynamoDB write that makes them
 valid: a crash in between leaves a copy whose message is missing or older, which lease hides
 briefly (the write may still land) and then drops — never a stored message without a copy.
-A lease sets a fresh token on the message item; settle is conditional on it, so a late settle
-after a redelivery is a no-op, whatever SQS thinks of an old receipt handle.
+Leasing reads the message item (one consistent read); SQS's visibility timeout is the lease, and
+settle is conditional on the generation and an unfinished state, so of two copies attempted at
+once only one outcome is stored (at least once: receivers deduplicate on the message id). A
+message in a queue or with a flow-control key also writes a lease token, which its gate's slot
+accounting needs (aws_gates), and settles on that token.
+
+Writing messages together with other records (the seam for stores such as workflow runs, which
+must land in the same transaction as the messages they create): :meth:`AwsBackend.accept_items`
+builds an accept's item groups — per message :meth:`AwsBackend._message_put` (Put transact items
+of the message, its events and wait entry) plus its dedup id's conditional Put, and the log
+pages; :meth:`AwsBackend.dispatch_accepted` sends the SQS copies (before the write);
+:meth:`AwsBackend._write_all` writes the groups (a group with a condition in a transaction, a
+caller's own items appended to a message's group ride in it; its ``before`` hook sends each
+message's copy just before the call that writes it); :meth:`AwsBackend.accepted`
+finishes (long-delay bookkeeping, gate admission). :meth:`AwsBackend.accept` is those four steps.
 """
 
 from __future__ import annotations
@@ -161,6 +185,7 @@ _TRANSACTION_BYTES = 3_500_000  # under DynamoDB's 4 MB per transaction, with ro
 _INLINE_MAX = 350_000  # an item is at most 400 KB: without a bucket, larger bodies are refused
 _PENDING_RECEIVES = 4  # a copy of a not-yet-stored message is hidden 1, 2, 4, 8 s, then dropped
 _RESEND_AFTER = 10.0  # s: an accept whose write took longer re-sends its copies (see accept)
+_REREAD = (0.05, 0.15)  # s: pauses before reading a copy's not-yet-stored message again
 _PROMOTE_EVERY = 1.0  # seconds: how often lease() looks for long delays other processes stored
 _FINAL = [str(s) for s in MessageState if s.final]
 _NOT_FINAL = f"NOT st IN ({', '.join(f':f{i}' for i in range(len(_FINAL)))})"
@@ -399,17 +424,25 @@ class AwsBackend:
         sent_copies: list[Message] = []
         started = time.monotonic()
         places = await self._gates.places(messages, now)  # who waits for a queue or a key
+        unsent: dict[str, Message] = {}
+
+        async def dispatch(items: Sequence[Item]) -> None:
+            # A message's copy goes out after its body, just before the write call that stores
+            # it (not before the whole accept's): a copy that arrives before its message is
+            # deferred, which costs SQS requests and reads.
+            due = [unsent.pop(mid) for mid in _message_ids(items) if mid in unsent]
+            sent.update(m.id for m in due)
+            sent_copies.extend(await self.dispatch_accepted(due, now, places))
+
         for _ in range(5):
             results, stored = _deduplicate(messages, known if use_dedup else None)
             groups, others = await self.accept_items(
                 stored, events, now, places, dedup_window if use_dedup else 0
             )
-            # Copies go out after the bodies, just before the write that makes them valid.
-            ready = [m for m in stored if m.id not in sent]
-            sent.update(m.id for m in ready)
-            sent_copies.extend(await self.dispatch_accepted(ready, now, places))
+            unsent.clear()
+            unsent.update((m.id, m) for m in stored if m.id not in sent)
             try:
-                await self._write_all([g for g in groups if g])
+                await self._write_all([g for g in groups if g], before=dispatch)
             except DedupConflict as conflict:
                 known.update(await self._dedup_entries(conflict.keys, now))
                 continue
@@ -641,6 +674,13 @@ class AwsBackend:
             return _Refused()
         until = now + visibility
         item = await self._get(f"M#{message_id}", "M")
+        for pause in _REREAD if received.receive_count == 1 else ():
+            if item is not None and int(item["gen"]["N"]) >= gen:
+                break
+            # Its write is most likely under way (the copy went out just before it): a read
+            # again soon costs less than hiding the copy and receiving it once more.
+            await asyncio.sleep(pause)
+            item = await self._get(f"M#{message_id}", "M")
         if item is None or not _leasable(item, gen, now):
             return _refusal(item, gen, now, received.receive_count)
         message = await self._message(item)
@@ -1578,9 +1618,22 @@ class AwsBackend:
             return [found[k] for k in keys if k in found]
         return list(found.values())
 
-    async def _put_all(self, items: Sequence[Item]) -> None:
-        """Unconditional puts, 25 per BatchWriteItem, unprocessed items retried."""
-        for chunk in _chunks(list(items), 25):
+    async def _put_all(self, items: Sequence[Item], before: _BeforeWrite | None = None) -> None:
+        """Unconditional puts, 25 per BatchWriteItem, unprocessed items retried; ``before`` is
+        awaited with each call's items first (then at most 10 message items a call, one SQS
+        batch of copies)."""
+        chunks: list[list[Item]] = []
+        messages = 0
+        for item in items:
+            is_message = bool(_message_ids([item]))
+            if not chunks or len(chunks[-1]) == 25 or (before and is_message and messages == 10):
+                chunks.append([])
+                messages = 0
+            chunks[-1].append(item)
+            messages += is_message
+        for chunk in chunks:
+            if before is not None:
+                await before(chunk)
             request: Any = {self.table: [{"PutRequest": {"Item": item}} for item in chunk]}
             for attempt in range(8):
                 answer = await self._call(self._db.batch_write_item, RequestItems=request)
@@ -1608,10 +1661,13 @@ class AwsBackend:
                 raise DedupConflict(keys) from exc
             raise
 
-    async def _write_all(self, groups: list[list[Item]]) -> None:
+    async def _write_all(
+        self, groups: list[list[Item]], before: _BeforeWrite | None = None
+    ) -> None:
         """Groups of Put items that must be stored together: groups holding a condition in as
-        few transactions as fit, the rest by BatchWriteItem. If a write fails, what was written
-        is deleted again and the error raised."""
+        few transactions as fit, the rest by BatchWriteItem. ``before`` is awaited with the
+        items of each write call first. If a write fails, what was written is deleted again
+        and the error raised."""
         plain = [put for group in groups if not _conditional(group) for put in group]
         chunks: list[list[Item]] = [[]]
         size = 0
@@ -1628,8 +1684,10 @@ class AwsBackend:
         written: list[Item] = []
         try:
             written += plain  # a failing batch write may have stored some: delete them all
-            await self._put_all([put["Put"]["Item"] for put in plain])
+            await self._put_all([put["Put"]["Item"] for put in plain], before)
             for chunk in filter(None, chunks):
+                if before is not None:
+                    await before(chunk)
                 await self._transact(chunk)
                 written += chunk
         except BaseException:
@@ -1806,6 +1864,20 @@ def _event_matches(event: Event, query: EventQuery) -> bool:
     if any(values and value not in values for values, value in wanted):
         return False
     return not query.labels or bool(set(query.labels) & set(split_labels(detail.get("label"))))
+
+
+_BeforeWrite = Callable[[Sequence[Item]], Awaitable[None]]
+
+
+def _message_ids(items: Sequence[Item]) -> list[str]:
+    """The ids of the message items among write items (plain or transact Puts)."""
+    ids = []
+    for entry in items:
+        item = entry["Put"]["Item"] if "Put" in entry else entry
+        pk = item.get("pk", {}).get("S", "")
+        if pk.startswith("M#") and item.get("sk", {}).get("S") == "M":
+            ids.append(pk[2:])
+    return ids
 
 
 async def _dropped() -> _Refused:
