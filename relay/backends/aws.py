@@ -1181,7 +1181,11 @@ class AwsBackend:
         finally:
             _LOG_BUFFER.reset(token)
             if buffer:
-                await self._put_all(self._log_pages(buffer))
+                try:
+                    await self._put_all(self._log_pages(buffer))
+                except Exception:
+                    # The outcomes are stored: failing the batch would bring nothing back.
+                    log.exception("%d log lines were not written to a log page", len(buffer))
 
     async def _log(self, pointers: Sequence[_Pointer]) -> None:
         """Make events stored in message items listable: into the open log batch, or a page."""

@@ -422,3 +422,59 @@ async def test_slow_accept_sends_its_copies_again_and_delivers_once(
     assert await aws.lease(T0 + 2, 10, visibility=60_000) == []
     stored = await aws.get_message("msg_slow")
     assert stored is not None and stored.state == MessageState.DELIVERED
+
+
+async def test_log_lists_events_of_items_and_pages_newest_first_with_a_cursor(
+    aws: AwsBackend,
+) -> None:
+    # A single accept lists its message item itself; a batch shares a log page; a delivery
+    # batch's outcomes share another. Paging by twos gives the same order as one listing.
+    alone = _message("msg_alone")
+    await aws.accept([alone], [Event.of(alone, MessageState.CREATED, T0)], T0, 0)
+    batch = [_message(f"msg_p{i}") for i in range(5)]
+    events = [Event.of(m, MessageState.CREATED, T0 + 1) for m in batch]
+    await aws.accept(batch, events, T0 + 1, 0)
+    leases = await aws.lease(T0 + 2, 10, 60_000)
+    assert len(leases) == 6
+    async with aws.log_batch():
+        for lease in leases[:4]:
+            assert await aws.settle(lease, _delivered(lease.message, T0 + 3), T0 + 3)
+    everything = (await aws.list_events(EventQuery())).items
+    assert len(everything) == 6 + 4 * 2  # CREATED each, ACTIVE and DELIVERED for four
+    assert [e.seq for e in everything] == sorted((e.seq for e in everything), reverse=True)
+    paged: list[Event] = []
+    cursor = None
+    while True:
+        page = await aws.list_events(EventQuery(count=2, cursor=cursor))
+        paged += page.items
+        cursor = page.cursor
+        if cursor is None:
+            break
+    assert [(e.message_id, e.state) for e in paged] == [
+        (e.message_id, e.state) for e in everything
+    ]
+    delivered = await aws.list_events(EventQuery(states=[MessageState.DELIVERED]))
+    assert len(delivered.items) == 4
+    assert await aws.list_outcomes(T0, 10) == [(T0 + 3, MessageState.DELIVERED, None)] * 4
+    # a page is listed under its newest key: an older line in it is found below that key
+    active = await aws.list_events(EventQuery(states=[MessageState.ACTIVE], to_time=T0 + 2))
+    assert len(active.items) == 4
+    created = await aws.list_events(EventQuery(states=[MessageState.CREATED], to_time=T0))
+    assert [e.message_id for e in created.items] == ["msg_alone"]
+
+
+async def test_large_response_body_is_kept_beside_the_message_item(aws: AwsBackend) -> None:
+    message = _message("msg_big")
+    await aws.accept([message], [], T0, 0)
+    [lease] = await aws.lease(T0, 1, 60_000)
+    body = "r" * 5000
+    settlement = replace(
+        _delivered(message, T0 + 1),
+        events=[Event.of(message, MessageState.DELIVERED, T0 + 1, responseBody=body)],
+    )
+    assert await aws.settle(lease, settlement, T0 + 1)
+    item = aws._db.get_item(TableName="relay", Key={"pk": {"S": "M#msg_big"}, "sk": {"S": "M"}})
+    assert body not in str(item["Item"])
+    for query in (EventQuery(message_ids=["msg_big"]), EventQuery()):
+        [delivered, _active] = (await aws.list_events(query)).items
+        assert delivered.detail["responseBody"] == body
