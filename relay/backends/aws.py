@@ -1147,8 +1147,8 @@ class AwsBackend:
         low, high = _bounds(query.from_time, query.to_time, query.cursor)
         states = {str(s) for s in query.states}
 
-        def keep(event: Event, item: Item) -> bool:
-            return _event_matches(event, query)
+        def keep(found: _Found) -> bool:
+            return _event_matches(found.event, found.message, query)
 
         if query.message_ids:
             keys = [(f"M#{mid}", "M") for mid in dict.fromkeys(query.message_ids)]
@@ -1157,7 +1157,7 @@ class AwsBackend:
                 for item in await self._batch_get(keys, consistent=True)
                 for f in _item_events(item)
                 if low <= f.key <= high and (not states or f.event.state in states)
-                if keep(f.event, item)
+                if keep(f)
             ]
             found.sort(key=lambda f: f.key, reverse=True)
             page = found[: query.count]
@@ -1278,11 +1278,11 @@ class AwsBackend:
         low: str,
         high: str,
         states: set[str],
-        keep: Callable[[Event, Item], bool],
+        keep: Callable[[_Found], bool],
         count: int,
     ) -> tuple[list[_Found], str | None]:
         """The ``count`` newest events between two order keys whose state is in ``states``
-        (any if empty) and that ``keep`` accepts (given the message item), and the cursor
+        (any if empty) and that ``keep`` accepts (with their message and item), and the cursor
         that continues after them: log pointers, newest first, resolved against their message
         items a few at a time (a message gone with its TTL drops its lines)."""
         found: list[_Found] = []
@@ -1298,8 +1298,8 @@ class AwsBackend:
                 if mid not in decoded:
                     decoded[mid] = {f.key: f for f in _item_events(item)}
                 hit = decoded[mid].get(key)
-                if hit is not None and keep(hit.event, item):
-                    found.append(replace(hit, item=item))
+                if hit is not None and keep(hit):
+                    found.append(hit)
             batch.clear()
 
         async with contextlib.aclosing(self._log_pointers(low, high, states)) as pointers:
@@ -1437,18 +1437,18 @@ class AwsBackend:
             return Page(items=chosen[: query.count], cursor=None)
         labels = set(query.labels)
 
-        def keep(event: Event, item: Item) -> bool:
+        def keep(found: _Found) -> bool:
             return (
-                (not wanted or item["st"]["S"] in wanted)
-                and (not query.url_contains or query.url_contains in event.url)
-                and (not labels or bool(labels & set(split_labels(event.detail.get("label")))))
+                (not wanted or found.message.state in wanted)
+                and (not query.url_contains or query.url_contains in found.message.url)
+                and (not labels or bool(labels & set(split_labels(found.message.label))))
             )
 
         low_key, high_key = _bounds(query.from_time, query.to_time, query.cursor)
         page, cursor = await self._log_newest(
             low_key, high_key, {str(MessageState.CREATED)}, keep, query.count
         )
-        items = [_message_from(f.item, b"") for f in page if f.item is not None]
+        items = [f.message for f in page]
         return Page(items=items, cursor=cursor)
 
     async def count_messages(self) -> dict[MessageState, int]:
@@ -1474,7 +1474,7 @@ class AwsBackend:
 
     async def list_outcomes(self, since: int, limit: int) -> list[Outcome]:
         low, high = _bounds(since, None, None)
-        found, _ = await self._log_newest(low, high, set(_OUTCOMES), lambda e, i: True, limit)
+        found, _ = await self._log_newest(low, high, set(_OUTCOMES), lambda f: True, limit)
         return [(f.event.time, f.event.state, f.event.detail.get("duration")) for f in found]
 
     async def _newest(
@@ -1733,13 +1733,13 @@ _LOG_BUFFER: contextvars.ContextVar[list[_Pointer] | None] = contextvars.Context
 
 @dataclass(slots=True)
 class _Found:
-    """An event read from its message item: its order key, and whether its response body was
-    kept apart (in an R# item)."""
+    """An event read from its message item: its order key, its message (without its body),
+    and whether its response body was kept apart (in an R# item)."""
 
     key: str
     event: Event
+    message: Message
     body_apart: bool
-    item: Item | None = None
 
 
 class _LogShard:
@@ -1850,13 +1850,14 @@ def _item_events(item: Item) -> list[_Found]:
             detail=detail,
             seq=int(key),
         )
-        found.append(_Found(key=key, event=event, body_apart=bool(marks.get("^"))))
+        found.append(_Found(key, event, message, body_apart=bool(marks.get("^"))))
     return found
 
 
-def _event_matches(event: Event, query: EventQuery) -> bool:
-    """Whether ``event`` passes the logs API's filters (lists OR-ed, fields AND-ed); the
-    state and the time range are applied before, on the log pointers."""
+def _event_matches(event: Event, message: Message, query: EventQuery) -> bool:
+    """Whether ``event`` of ``message`` passes the logs API's filters (lists OR-ed, fields
+    AND-ed): the one place they are decided. (The log's pointers carry the state, so a state
+    filter also skips reading messages; the time range and cursor bound the keys read.)"""
     detail = event.detail
     wanted: list[tuple[Sequence[Any], Any]] = [
         (query.states, event.state),

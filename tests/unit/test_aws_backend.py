@@ -450,9 +450,7 @@ async def test_log_lists_events_of_items_and_pages_newest_first_with_a_cursor(
         cursor = page.cursor
         if cursor is None:
             break
-    assert [(e.message_id, e.state) for e in paged] == [
-        (e.message_id, e.state) for e in everything
-    ]
+    assert [(e.message_id, e.state) for e in paged] == [(e.message_id, e.state) for e in everything]
     delivered = await aws.list_events(EventQuery(states=[MessageState.DELIVERED]))
     assert len(delivered.items) == 4
     assert await aws.list_outcomes(T0, 10) == [(T0 + 3, MessageState.DELIVERED, None)] * 4
