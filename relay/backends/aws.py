@@ -2007,7 +2007,7 @@ def _refusal(old: Item | None, gen: int, now: int, receive_count: int) -> _Refus
         return _Refused()
     state = old["st"]["S"]
     if int(old["gen"]["N"]) == gen and "gp" not in old and state == MessageState.ACTIVE:
-        # Another lease on it is live (a duplicate copy): look again when that lease ends.
+        # A gated message leased by another copy (a duplicate): look again when that ends.
         left = int(old["lu"]["N"]) - now
         return _Refused(hide_seconds=_visibility_seconds(left) + 1)
     return _Refused()  # stale copy, finished or cancelled message
