@@ -492,8 +492,13 @@ class AwsBackend:
             for group, message in zip(groups, stored, strict=True):
                 if message.dedup_key:
                     group.append(self._dedup_put(message, now, dedup_window))
-        if not alone:
-            pointers = [(mid, key, e.state) for mid, entries in keyed.items() for key, e in entries]
+        # (The message accepted alone lists its first event itself; any others go to a page.)
+        pointers = [
+            (mid, key, e.state)
+            for mid, entries in keyed.items()
+            for key, e in entries[1 if alone else 0 :]
+        ]
+        if pointers:
             groups.append([self._put(page) for page in self._log_pages(pointers)])
         return groups, others
 
