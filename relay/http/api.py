@@ -26,6 +26,7 @@ from relay.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from relay.models import DlqQuery, EventQuery, MessageState, PendingQuery
 from relay.protocol import ApiError, BadRequest, NotFound, Unauthorized
 from relay.service import PublishRequest, RelayService
+from relay.workflows import invoke
 
 log = logging.getLogger("relay.http")
 
@@ -266,7 +267,11 @@ def _publish_request(request: ApiRequest, destination: str) -> PublishRequest:
 async def publish(service: RelayService, request: ApiRequest, match: re.Match[str]) -> ApiResponse:
     """The destination is the rest of the path, unencoded, with the request's query string
     (a URL group's name otherwise); 202 answers a deduplicated publish."""
-    status, answer = await service.publish(_publish_request(request, match["destination"]))
+    publish_request = _publish_request(request, match["destination"])
+    if invoke.requested(request.headers):  # a workflow's context.invoke starts a child run
+        status, answer = await invoke.start(service, publish_request)
+    else:
+        status, answer = await service.publish(publish_request)
     return ApiResponse.json(answer, status)
 
 
@@ -754,4 +759,5 @@ async def metrics(service: RelayService, request: ApiRequest, match: re.Match[st
 # The web console's pages share this route table, so every transport serves them; imported last
 # because they register through `route` above. Jinja2 is loaded on the first console request.
 import relay.console.pages  # noqa: E402
-import relay.http.queue_api  # noqa: E402, F401  (queues and flow control)
+import relay.http.queue_api  # noqa: E402  (queues and flow control)
+import relay.http.workflow_events_api  # noqa: E402, F401  (workflow waits and logs)

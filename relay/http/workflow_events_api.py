@@ -1,0 +1,83 @@
+"""Routes of workflow events (``/v2/wait``, ``/v2/notify``, ``/v2/waiters``) and workflow logs
+(``/v2/workflows/events``, ``/v2/workflows/logs``); registered in relay.http.api's route table
+when it imports this. The rules live in relay.workflows.waiters and relay.workflows.logs."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+from relay.http import openapi
+from relay.http.api import ApiRequest, ApiResponse, route
+from relay.service import RelayService
+from relay.workflows import waiters
+
+
+@route(
+    "POST",
+    r"/v2/wait/(?P<event>[^/]+)",
+    summary="Wait for an event (a workflow's waitForEvent step)",
+    body=openapi.RAW_BODY,
+)
+async def wait_for_event(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    waiter = await waiters.wait(service, unquote(match["event"]), request.headers, request.body)
+    return ApiResponse.json(waiter.to_json())
+
+
+@route(
+    "POST",
+    r"/v2/notify/(?P<event>[^/]+)",
+    summary="Notify the runs waiting for an event",
+    body=openapi.RAW_BODY,
+)
+async def notify_event(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    return ApiResponse.json(await waiters.notify(service, unquote(match["event"]), request.body))
+
+
+@route(
+    "POST",
+    r"/v2/notify/(?P<run>[^/]+)/(?P<event>[^/]+)",
+    summary="Notify one run of an event; kept for its next wait if it is not waiting yet",
+    body=openapi.RAW_BODY,
+)
+async def notify_run(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    woken = await waiters.notify(
+        service, unquote(match["event"]), request.body, run_id=unquote(match["run"])
+    )
+    return ApiResponse.json(woken)
+
+
+@route("GET", r"/v2/waiters/(?P<event>[^/]+)", summary="The steps waiting for an event")
+async def list_waiters(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    found = await waiters.waiters_of(service, unquote(match["event"]))
+    return ApiResponse.json([w.to_json() for w in found])
+
+
+async def webhook(service: RelayService, request: ApiRequest, match: re.Match[str]) -> ApiResponse:
+    """A call to a ``createWebhook`` URL: the request, as the SDK rebuilds it, is the event of
+    the run's ``waitForWebhook`` (kept for it when it is not waiting yet). No token: the
+    run id and the random event id in the URL are the capability."""
+    event = waiters.webhook_event(
+        request.method, request.path, request.query, request.headers, request.body
+    )
+    run_id, event_id = unquote(match["run"]), unquote(match["event"])
+    woken = await waiters.notify(service, event_id, event, run_id=run_id)
+    return ApiResponse.json(woken)
+
+
+for _method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+    route(
+        _method,
+        r"/v2/workflows/hooks/(?P<user>[^/]+)/(?P<run>[^/]+)/(?P<event>[^/]+)",
+        public=True,
+        summary="Call a workflow's webhook (createWebhook / waitForWebhook)",
+        body=openapi.RAW_BODY,
+    )(webhook)
