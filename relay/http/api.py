@@ -760,4 +760,5 @@ async def metrics(service: RelayService, request: ApiRequest, match: re.Match[st
 # because they register through `route` above. Jinja2 is loaded on the first console request.
 import relay.console.pages  # noqa: E402
 import relay.http.queue_api  # noqa: E402  (queues and flow control)
+import relay.http.workflow_api  # noqa: E402  (workflow runs)
 import relay.http.workflow_events_api  # noqa: E402, F401  (workflow waits and logs)
