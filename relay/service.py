@@ -320,6 +320,7 @@ class RelayService:
     def _options(self, headers: dict[str, str], original: Headers) -> _Options:
         """Parse and validate publish headers (``headers`` lower-cased, ``original`` as sent)."""
         s = self.settings
+        workflow = wp.classify(headers)
         method = headers.get(p.H_METHOD, "POST").strip().upper()
         if method not in p.METHODS:
             raise BadRequest(
@@ -335,7 +336,8 @@ class RelayService:
                     f"invalid Upstash-Delay {raw!r}: more than {s.max_delay_seconds} seconds"
                 )
             delay_ms = int(delay * 1000)
-        retries = s.default_retries
+        # The workflow SDKs leave the header out when the user chose 3, whatever relay's default
+        retries = wp.DEFAULT_RETRIES if workflow else s.default_retries
         if (raw := headers.get(p.H_RETRIES)) is not None:
             retries = p.parse_int(raw, what="Upstash-Retries", maximum=s.max_retries)
         retry_delay = headers.get(p.H_RETRY_DELAY)
@@ -386,7 +388,7 @@ class RelayService:
             flow_control=flow_control.parse(
                 headers.get(flow_control.H_KEY), headers.get(flow_control.H_VALUE)
             ),
-            workflow=wp.classify(headers),
+            workflow=workflow,
         )
 
     def _family(

@@ -20,6 +20,7 @@ H_SDK_VERSION = "upstash-workflow-sdk-version"
 D_RUN_ID = "Upstash-Workflow-RunId"
 D_URL = "Upstash-Workflow-Url"
 D_CREATED_AT = "Upstash-Workflow-CreatedAt"
+DEFAULT_RETRIES = 3  # what a workflow message without `Upstash-Retries` gets
 
 # What an Init message sets for the whole run (JS sends it only there): applied to every later
 # message of the run to the workflow URL that does not set it itself.

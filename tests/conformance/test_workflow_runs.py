@@ -147,14 +147,33 @@ async def test_run_settings_of_the_init_apply_to_later_steps(api: Api, receiver:
     assert len(receiver.at("/failure")) == 1
 
 
-async def test_default_retries_are_three(api: Api, receiver: Receiver) -> None:
+async def test_default_retries_are_three_whatever_relay_default(
+    relay: EmbeddedRelay, api: Api, receiver: Receiver
+) -> None:
+    relay.service.settings.default_retries = 7  # the SDKs omit the header when they mean 3
+    [workflow] = await _batch(api, _init(receiver.url("/wf"), "wfr_r", "x"))
+    plain = await api.publish(receiver.url("/plain"), "x")
+    for message_id, retries in ((workflow["messageId"], 3), (plain, 7)):
+        [created] = [e for e in await api.events(messageId=message_id) if e["state"] == "CREATED"]
+        assert created["maxRetries"] == retries
+
+
+async def test_non_retryable_answer_fails_the_run_at_once(api: Api, receiver: Receiver) -> None:
+    receiver.respond(
+        "/wf", lambda r: web.Response(status=489, headers={"Upstash-NonRetryable-Error": "true"})
+    )
     url = receiver.url("/wf")
-    [accepted] = await _batch(api, _init(url, "wfr_r", "x"))
-    await receiver.wait_for(1, "/wf")
-    [created] = [
-        e for e in await api.events(messageId=accepted["messageId"]) if e["state"] == "CREATED"
-    ]
-    assert created["maxRetries"] == 3
+    family = {
+        "upstash-failure-callback": receiver.url("/failure"),
+        "upstash-failure-callback-workflow-runid": "wfr_n",
+        "upstash-failure-callback-workflow-calltype": "failureCall",
+    }
+    await _batch(api, _init(url, "wfr_n", "x", **family))
+    [failure] = await receiver.wait_for(1, "/failure")
+    assert json.loads(failure.body)["status"] == 489
+    assert len(receiver.at("/wf")) == 1  # retries 3, yet not retried
+    status, _answer = await api.call("GET", "/v2/workflows/runs/wfr_n")
+    assert status == 404
 
 
 async def test_end_is_idempotent_and_later_steps_are_refused(api: Api, receiver: Receiver) -> None:
