@@ -78,7 +78,7 @@ from relay.models import (
     split_labels,
 )
 from relay.protocol import BadRequest
-from relay.workflows.model import RunEntry, RunQuery, RunState, WorkflowRun
+from relay.workflows.model import RunEntry, RunLogQuery, RunQuery, RunState, WorkflowRun
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -1155,6 +1155,9 @@ class AwsBackend:
         raise NotImplementedError("workflow runs on AWS: not implemented yet")
 
     async def find_runs(self, query: RunQuery) -> list[WorkflowRun]:
+        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+
+    async def list_runs(self, query: RunLogQuery) -> list[WorkflowRun]:
         raise NotImplementedError("workflow runs on AWS: not implemented yet")
 
     async def _newest(

@@ -29,7 +29,7 @@ from relay.models import (
     QueueStats,
     Settlement,
 )
-from relay.workflows.model import RunEntry, RunQuery, RunState, WorkflowRun
+from relay.workflows.model import RunEntry, RunLogQuery, RunQuery, RunState, WorkflowRun
 
 
 class Backend(Protocol):
@@ -174,6 +174,10 @@ class Backend(Protocol):
 
     async def find_runs(self, query: RunQuery) -> list[WorkflowRun]:
         """The runs not yet ended that ``query`` matches, oldest first, at most its count."""
+
+    async def list_runs(self, query: RunLogQuery) -> list[WorkflowRun]:
+        """Runs in any state, newest first, that ``query`` matches (the workflow logs):
+        those created before its cursor, at most its count."""
 
 
 def kept_events(events: Sequence[Event], stored_ids: Collection[str]) -> list[Event]:

@@ -40,7 +40,7 @@ from relay.models import (
     QueueStats,
     Settlement,
 )
-from relay.workflows.model import RunEntry, RunQuery, RunState, WorkflowRun
+from relay.workflows.model import RunEntry, RunLogQuery, RunQuery, RunState, WorkflowRun
 
 T = TypeVar("T")
 _Op = tuple[
@@ -347,6 +347,9 @@ class SqliteBackend:
 
     async def find_runs(self, query: RunQuery) -> list[WorkflowRun]:
         return await self._conn.run(lambda c: _runs.find(c, query), durable=False)
+
+    async def list_runs(self, query: RunLogQuery) -> list[WorkflowRun]:
+        return await self._conn.run(lambda c: _runs.listed(c, query), durable=False)
 
     async def lease(self, now: int, limit: int, visibility: int) -> list[Lease]:
         if limit <= 0:

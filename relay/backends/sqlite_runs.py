@@ -10,7 +10,14 @@ from typing import Any
 import orjson
 
 from relay.models import Accepted, Message
-from relay.workflows.model import RunEnded, RunEntry, RunQuery, RunState, WorkflowRun
+from relay.workflows.model import (
+    RunEnded,
+    RunEntry,
+    RunLogQuery,
+    RunQuery,
+    RunState,
+    WorkflowRun,
+)
 from relay.workflows.protocol import CallType
 
 SCHEMA = """
@@ -171,3 +178,18 @@ def find(c: sqlite3.Connection, query: RunQuery) -> list[WorkflowRun]:
             if query.count is not None and len(found) >= query.count:
                 break
     return found
+
+
+def listed(c: sqlite3.Connection, query: RunLogQuery) -> list[WorkflowRun]:
+    """Runs newest first (ties: by id), before the query's ``(created_at, run_id)`` cursor."""
+    where, args = ["(created_at, run_id) < (?, ?)"], [*query.before]
+    for column, value in (("run_id", query.run_id), ("url", query.url), ("state", query.state)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    rows = c.execute(
+        f"SELECT {_COLUMNS} FROM runs WHERE {' AND '.join(where)}"
+        " ORDER BY created_at DESC, run_id DESC LIMIT ?",
+        (*args, query.count),
+    )
+    return [_from_row(row) for row in rows]

@@ -7,10 +7,15 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
+from relay import protocol as p
 from relay.http import openapi
 from relay.http.api import ApiRequest, ApiResponse, route
+from relay.protocol import BadRequest
 from relay.service import RelayService
-from relay.workflows import waiters
+from relay.workflows import logs, waiters
+from relay.workflows.model import RunLogQuery
+
+_MAX_RUNS = 100
 
 
 @route(
@@ -81,3 +86,30 @@ for _method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
         summary="Call a workflow's webhook (createWebhook / waitForWebhook)",
         body=openapi.RAW_BODY,
     )(webhook)
+
+
+async def workflow_logs(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    """Workflow runs with their steps, newest first: ``workflowRunId``, ``workflowUrl`` and
+    ``state`` filter; ``count`` (default 10) and ``cursor`` page."""
+    count = request.param("count")
+    query = RunLogQuery(
+        run_id=request.param("workflowRunId") or None,
+        url=request.param("workflowUrl") or None,
+        state=request.param("state") or None,
+        count=p.parse_int(count, what="count", minimum=1, maximum=_MAX_RUNS)
+        if count
+        else logs.DEFAULT_COUNT,
+    )
+    if cursor := request.param("cursor"):
+        try:
+            query.before = logs.parse_cursor(cursor)
+        except ValueError:
+            raise BadRequest(f"invalid cursor {cursor!r}") from None
+    return ApiResponse.json(await logs.list_logs(service, query))
+
+
+# The JS SDK's client.logs calls /events; the REST docs name /logs: one answer for both.
+for _path in (r"/v2/workflows/events", r"/v2/workflows/logs"):
+    route("GET", _path, summary="Workflow run logs")(workflow_logs)

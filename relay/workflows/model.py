@@ -87,6 +87,18 @@ class RunQuery:
         return run.url == self.url if self.url_exact else run.url.startswith(self.url)
 
 
+@dataclass(slots=True)
+class RunLogQuery:
+    """Which runs the workflow logs list: newest first, before ``before`` (the cursor: created
+    at, run id), exact matches on the fields given, at most ``count``."""
+
+    run_id: str | None = None
+    url: str | None = None
+    state: str | None = None
+    before: tuple[int, str] = (2**62, "")
+    count: int = 10
+
+
 class RunEnded(BadRequest):
     """400: a message for a workflow run that has ended (or never started); nothing stored.
     The JS SDK reads a 400 on a step submit as "the run is over" and stops quietly."""

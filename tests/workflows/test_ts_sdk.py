@@ -1,0 +1,297 @@
+"""Scenario B of the workflow reference: `@upstash/workflow` 1.3.3 on express 5 (node), unchanged,
+against a real `relay dev` process. The SDK verifies every delivery's signature itself (both
+signing keys are in the app's environment) over express's re-serialized JSON body.
+
+One relay and one node app serve every test here (module fixtures); the app appends what each
+step saw to a JSON-lines file, and its ``/client/<op>`` route runs the SDK's own ``Client``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.process import RelayProcess, free_port
+
+NODE_DIR = Path(__file__).parent.parent / "node"
+PAYLOAD = {"n": 21, "name": "Jörg"}  # non-ASCII: relay must send it raw, as JSON.stringify does
+
+pytestmark = pytest.mark.slow
+
+Record = dict[str, Any]
+
+
+@dataclass
+class NodeApp:
+    """The express app of tests/node/workflow_app.mjs and the records its steps wrote."""
+
+    url: str
+    records_file: Path
+
+    def workflow(self, path: str) -> str:
+        return self.url + path
+
+    def client(self, op: str, args: Any) -> Any:
+        """Run ``client.<op>(args)`` of the SDK's Client inside the app; its result."""
+        answer = _post_json(f"{self.url}/client/{op}", args)
+        if "error" in answer:
+            raise AssertionError(f"client.{op} failed: {answer['error']}")
+        return answer["result"]
+
+    def records(self, kind: str | None = None, run_id: str | None = None) -> list[Record]:
+        if not self.records_file.exists():
+            return []
+        lines = self.records_file.read_text().splitlines()
+        return [
+            r
+            for r in map(json.loads, lines)
+            if (kind is None or r["kind"] == kind) and (run_id is None or r.get("runId") == run_id)
+        ]
+
+    def wait_for(self, kind: str, run_id: str, count: int = 1, timeout: float = 15) -> list[Record]:
+        return _until(lambda: self.records(kind, run_id), count, timeout, f"{kind} of {run_id}")
+
+
+def _until(read: Callable[[], list[Record]], count: int, timeout: float, what: str) -> list[Record]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = read()
+        if len(found) >= count:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout}s for {count} x {what}; got {found}")
+        time.sleep(0.05)
+
+
+def _post_json(url: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def relay_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    relay = RelayProcess(tmp_path_factory.mktemp("relay") / "relay.db").start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
+@pytest.fixture(scope="module")
+def app(relay_dev: RelayProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeApp]:
+    if not (NODE_DIR / "node_modules" / "@upstash" / "workflow").is_dir() or not shutil.which(
+        "node"
+    ):
+        message = "tests/node is not installed: `make test` runs npm ci there"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    port = free_port()
+    records = tmp_path_factory.mktemp("node") / "records.jsonl"
+    keys = ("QSTASH_URL", "QSTASH_TOKEN", "QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY")
+    process = subprocess.Popen(
+        ["node", str(NODE_DIR / "workflow_app.mjs")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={
+            **os.environ,
+            **{key: relay_dev.env[key] for key in keys},
+            "PORT": str(port),
+            "RECORD_FILE": str(records),
+        },
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("listening"), "the node app did not start"
+        yield NodeApp(f"http://127.0.0.1:{port}", records)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _trigger(app: NodeApp, path: str, body: Any, **options: Any) -> str:
+    answer = app.client("trigger", {"url": app.workflow(path), "body": body, **options})
+    run_id: str = answer["workflowRunId"]
+    return run_id
+
+
+def _run_log(app: NodeApp, run_id: str) -> Record:
+    [run] = app.client("logs", {"workflowRunId": run_id})["runs"]
+    return run
+
+
+# --- F1, F2: trigger, steps, parallel, sleep, run end ---------------------------------------
+
+
+def test_trigger_with_fixed_id_runs_every_step_once_and_dedups(app: NodeApp) -> None:
+    options = {"headers": {"x-trace": "trace-ts"}, "label": "ts-label", "retries": 0}
+    run_id = _trigger(app, "/wf", PAYLOAD, workflowRunId="fixed1", **options)
+    assert run_id == "wfr_fixed1"
+    # The same id while the run is active (it sleeps 1 s): no second run.
+    assert _trigger(app, "/wf", {"n": 0}, workflowRunId="fixed1", **options) == "wfr_fixed1"
+
+    [c] = app.wait_for("c", run_id)
+    assert (c["a"], c["b1"], c["b2"]) == ("A", "one", "two")
+    time.sleep(0.3)  # a second continuation of the parallel group would show up by now
+    steps = {kind: app.records(kind, run_id) for kind in ("a", "b1", "b2", "c")}
+    assert {kind: len(found) for kind, found in steps.items()} == {"a": 1, "b1": 1, "b2": 1, "c": 1}
+    for [seen] in steps.values():  # the trigger's payload, headers and label reach every step
+        assert seen["payload"] == PAYLOAD
+        assert seen["trace"] == "trace-ts" and seen["labels"] == ["ts-label"]
+    [nap_start] = steps["a"]
+    assert steps["b1"][0]["time"] - nap_start["time"] >= 1000  # slept 1 s
+
+    run = _wait_for_state(app, run_id, "RUN_SUCCESS")
+    assert run["workflowRunResponse"] == '{"result":"ok"}'
+
+
+def test_failure_function_gets_status_message_and_payload(app: NodeApp) -> None:
+    run_id = _trigger(app, "/wf-fail", PAYLOAD, retries=0, headers={"x-trace": "trace-fail"})
+    [failure] = app.wait_for("failure", run_id)
+    assert failure["failStatus"] == 500
+    assert failure["failResponse"] == "boom-from-ts"
+    assert failure["payload"] == PAYLOAD and failure["stack"] is True
+    assert failure["trace"] == "trace-fail"
+    assert len(app.records("fine", run_id)) == 1 and len(app.records("boom", run_id)) == 1
+
+
+def test_cancel_of_a_sleeping_run(app: NodeApp) -> None:
+    run_id = _trigger(app, "/wf-long", {"sleep": 2})
+    app.wait_for("long-start", run_id)
+    _until(lambda: _sleeping(app, run_id), 1, 10, f"the sleep of {run_id}")
+    assert app.client("cancel", {"ids": run_id}) == {"cancelled": 1}
+    assert app.client("cancel", {"ids": run_id}) == {"cancelled": 0}  # already over
+    assert _run_log(app, run_id)["workflowState"] == "RUN_CANCELED"
+    deliveries = len(app.records("http", run_id))
+    time.sleep(2.5)  # past the sleep's end: its delivery was dropped with the run
+    assert app.records("long-woke", run_id) == []
+    assert len(app.records("http", run_id)) == deliveries
+
+
+def _sleeping(app: NodeApp, run_id: str) -> list[Record]:
+    """The deliveries of ``run_id`` answered, once the second (which submits the sleep) is."""
+    answered = [r for r in app.records("http", run_id) if r["status"] == 200]
+    return answered[1:]
+
+
+# --- F5: waitForEvent / notify ---------------------------------------------------------------
+
+
+def test_wait_for_event_times_out(app: NodeApp) -> None:
+    started = time.time() * 1000
+    run_id = _trigger(app, "/wf-wait", {"eventId": "evt-timeout", "timeout": 1})
+    [waited] = app.wait_for("waited", run_id)
+    assert waited["timedOut"] is True and waited["eventData"] is None
+    assert waited["time"] - started >= 1000
+
+
+def test_notify_wakes_the_waiter(app: NodeApp) -> None:
+    run_id = _trigger(app, "/wf-wait", {"eventId": "evt-1", "timeout": 10})
+    waiters = _until(
+        lambda: app.client("getWaiters", {"eventId": "evt-1"}), 1, 10, "the waiter of evt-1"
+    )
+    assert waiters[0]["url"] == app.workflow("/wf-wait")
+    notified = app.client("notify", {"eventId": "evt-1", "eventData": {"ok": "ü"}})
+    assert len(notified) == 1 and notified[0]["waiter"]["url"] == app.workflow("/wf-wait")
+    [waited] = app.wait_for("waited", run_id)
+    assert waited["timedOut"] is False and waited["eventData"] == {"ok": "ü"}
+    assert app.client("getWaiters", {"eventId": "evt-1"}) == []
+    assert app.client("notify", {"eventId": "evt-1", "eventData": "late"}) == []
+
+
+def test_run_scoped_notify_before_the_wait_is_looked_back(app: NodeApp) -> None:
+    run_id = _trigger(app, "/wf-wait", {"eventId": "evt-early", "timeout": 10, "sleep": 1})
+    app.client("notify", {"eventId": "evt-early", "eventData": "early", "workflowRunId": run_id})
+    [waited] = app.wait_for("waited", run_id)
+    assert waited["timedOut"] is False and waited["eventData"] == "early"
+
+
+def test_webhook_call_wakes_the_run(app: NodeApp) -> None:
+    run_id = _trigger(app, "/wf-hook", {"hook": True})
+    [announced] = app.wait_for("hook-url", run_id)
+    request = urllib.request.Request(announced["url"] + "?x=1", data=b"hello hook", method="PUT")
+    with urllib.request.urlopen(request, timeout=10):  # no token: the URL is the capability
+        pass
+    [hooked] = app.wait_for("hooked", run_id)
+    assert hooked["timedOut"] is False
+    assert (hooked["method"], hooked["body"]) == ("PUT", "hello hook")
+
+
+# --- F7: invoke ------------------------------------------------------------------------------
+
+
+def test_invoke_of_a_child_and_of_a_failing_child(app: NodeApp) -> None:
+    run_id = _trigger(app, "/many/parent", {"go": True})
+    [parent] = app.wait_for("parent", run_id, timeout=20)
+    assert parent["ok"] == {"body": {"doubled": 8}, "isFailed": False, "isCanceled": False}
+    assert parent["failed"]["isFailed"] is True and parent["failed"]["isCanceled"] is False
+    [child] = app.records("child")
+    assert child["payload"] == {"n": 4}
+    child_run = _run_log(app, child["runId"])
+    assert child_run["invoker"]["workflowRunId"] == run_id
+    assert child_run["invoker"]["workflowUrl"] == app.workflow("/many/parent")
+
+
+# --- F9: logs --------------------------------------------------------------------------------
+
+
+def test_logs_group_steps(app: NodeApp) -> None:
+    run = _wait_for_state(app, "wfr_fixed1", "RUN_SUCCESS")
+    assert run["workflowUrl"] == app.workflow("/wf") and run["labels"] == ["ts-label"]
+    groups = [(g["type"], sorted(s["stepName"] for s in g["steps"])) for g in run["steps"]]
+    assert groups == [
+        ("sequential", ["init"]),
+        ("sequential", ["a"]),
+        ("sequential", ["nap"]),
+        ("parallel", ["b1", "b2"]),
+        ("sequential", ["c"]),
+    ]
+    init, a = run["steps"][0]["steps"][0], run["steps"][1]["steps"][0]
+    assert json.loads(init["out"]) == PAYLOAD and a["out"] == '"A"'
+    assert all(s["state"] == "STEP_SUCCESS" for g in run["steps"] for s in g["steps"])
+    assert run["workflowRunCompletedAt"] >= run["workflowRunCreatedAt"]
+    # The page is newest first; a cursor continues it.
+    first = app.client("logs", {"count": 1})
+    assert len(first["runs"]) == 1 and first["cursor"]
+    second = app.client("logs", {"count": 1, "cursor": first["cursor"]})
+    assert second["runs"][0]["workflowRunId"] != first["runs"][0]["workflowRunId"]
+    assert second["runs"][0]["workflowRunCreatedAt"] <= first["runs"][0]["workflowRunCreatedAt"]
+
+
+def _wait_for_state(app: NodeApp, run_id: str, state: str, timeout: float = 10) -> Record:
+    def read() -> list[Record]:
+        runs: list[Record] = app.client("logs", {"workflowRunId": run_id})["runs"]
+        return [r for r in runs if r["workflowState"] == state]
+
+    [run] = _until(read, 1, timeout, f"{state} of {run_id}")
+    return run
+
+
+# --- signatures ------------------------------------------------------------------------------
+
+
+def test_every_delivery_was_signed_and_verified(app: NodeApp) -> None:
+    deliveries = app.records("http")
+    assert deliveries and all(r["signed"] for r in deliveries)
+    # 500: the failing steps' answers; anything else (400/401: a signature refused) is a bug.
+    assert {r["status"] for r in deliveries} <= {200, 500}
+    # The app does verify: a body changed after signing is refused.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _post_json(app.workflow("/wf"), [], {"Upstash-Signature": "forged"})
+    assert refused.value.code in (400, 401, 500)
