@@ -129,7 +129,7 @@ class Deliverer:
         for follow_up in follow_ups:
             queues.inherit_slot(follow_up, message)
         events = [Event.of(message, state, now, **detail)]
-        drives_run = run is not None and message.call_type in _DRIVES_RUN
+        drives_run = run is not None and dlq is not None and message.call_type in _DRIVES_RUN
         return Settlement(
             state=state,
             retried=retried,
@@ -137,7 +137,7 @@ class Deliverer:
             events=events,
             follow_ups=follow_ups,
             dlq=dlq,
-            fails_run=run.run_id if run is not None and drives_run and dlq else None,
+            fails_run=run.run_id if run is not None and drives_run else None,
         )
 
     def _callback(

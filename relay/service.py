@@ -232,13 +232,12 @@ class RelayService:
                 f"{self.settings.max_body_bytes} bytes"
             )
         original = request.headers
-        headers = {**p.lower_headers(request.query_headers), **p.lower_headers(original)}
-        run_headers = wp.classify(headers)
+        run_headers = wp.classify(p.lower_headers(original))
         if run_headers is not None and wp.takes_run_level(run_headers):
             run = await self.backend.get_run(run_headers.run_id)
             if run is not None:  # unknown or ended: the backend refuses the message
                 original = wp.with_run_level(original, run.settings)
-                headers = {**p.lower_headers(request.query_headers), **p.lower_headers(original)}
+        headers = {**p.lower_headers(request.query_headers), **p.lower_headers(original)}
         options = self._options(headers, original)
         if request.queue is not None:
             await queues.ensure(self, request.queue)
