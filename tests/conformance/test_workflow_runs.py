@@ -119,12 +119,22 @@ async def test_run_settings_of_the_init_apply_to_later_steps(api: Api, receiver:
         "upstash-failure-callback-forward-x-trace": "t1",
     }
     init = _init(url, "wfr_s", '{"n": 1}', **family)
-    init["headers"].update({"upstash-forward-x-trace": "t1", "upstash-retries": "0"})
+    init["headers"].update(
+        {
+            "upstash-forward-x-trace": "t1",
+            "upstash-retries": "0",
+            "upstash-label": "signup",
+            "upstash-flow-control-key": "tenant-a",
+            "upstash-flow-control-value": "parallelism=5",
+        }
+    )
     await _batch(api, init)
     await receiver.wait_for(1, "/wf")
-    await _batch(api, _step(url, "wfr_s", "s1"))
+    [s1] = await _batch(api, _step(url, "wfr_s", "s1"))
     second = (await receiver.wait_for(2, "/wf"))[1]
     assert _h(second)["X-Trace"] == "t1"  # the Init's forward
+    [created] = [e for e in await api.events(messageId=s1["messageId"]) if e["state"] == "CREATED"]
+    assert (created["label"], created["flowControlKey"]) == ("signup", "tenant-a")
     parallel = await _batch(api, _step(url, "wfr_s", "s2"), _step(url, "wfr_s", "s3"))
     [failure] = await receiver.wait_for(1, "/failure")
     body = json.loads(failure.body)
