@@ -1160,6 +1160,9 @@ class AwsBackend:
     async def list_runs(self, query: RunLogQuery) -> list[WorkflowRun]:
         raise NotImplementedError("workflow runs on AWS: not implemented yet")
 
+    async def copy_run(self, source: str, run: WorkflowRun, upto: int | None) -> None:
+        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+
     async def _newest(
         self,
         sources: list[Item],

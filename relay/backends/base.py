@@ -179,6 +179,10 @@ class Backend(Protocol):
         """Runs in any state, newest first, that ``query`` matches (the workflow logs):
         those created before its cursor, at most its count."""
 
+    async def copy_run(self, source: str, run: WorkflowRun, upto: int | None) -> None:
+        """Create ``run`` (entry 0: its payload) with the entries 1 to ``upto`` (all: None) of
+        run ``source`` after it, undelivered: a failed run resumed from the DLQ."""
+
 
 def kept_events(events: Sequence[Event], stored_ids: Collection[str]) -> list[Event]:
     """The events ``accept`` stores: all but the CREATED events of deduplicated messages."""

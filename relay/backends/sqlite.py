@@ -351,6 +351,9 @@ class SqliteBackend:
     async def list_runs(self, query: RunLogQuery) -> list[WorkflowRun]:
         return await self._conn.run(lambda c: _runs.listed(c, query), durable=False)
 
+    async def copy_run(self, source: str, run: WorkflowRun, upto: int | None) -> None:
+        await self._conn.run(lambda c: _runs.copy(c, source, run, upto))
+
     async def lease(self, now: int, limit: int, visibility: int) -> list[Lease]:
         if limit <= 0:
             return []

@@ -193,3 +193,15 @@ def listed(c: sqlite3.Connection, query: RunLogQuery) -> list[WorkflowRun]:
         (*args, query.count),
     )
     return [_from_row(row) for row in rows]
+
+
+def copy(c: sqlite3.Connection, source: str, run: WorkflowRun, upto: int | None) -> None:
+    """Create ``run`` with ``source``'s entries 1 to ``upto`` after its entry 0."""
+    _create(c, run, run.created_at)
+    copied = c.execute(
+        "INSERT INTO run_entries (run_id, idx, message_id, time, body)"
+        " SELECT ?, idx, message_id, time, body FROM run_entries"
+        " WHERE run_id = ? AND idx BETWEEN 1 AND ?",
+        (run.run_id, source, upto if upto is not None else 2**62),
+    ).rowcount
+    c.execute("UPDATE runs SET entries = ? WHERE run_id = ?", (1 + copied, run.run_id))

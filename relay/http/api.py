@@ -26,6 +26,7 @@ from relay.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from relay.models import DlqQuery, EventQuery, MessageState, PendingQuery
 from relay.protocol import ApiError, BadRequest, NotFound, Unauthorized
 from relay.service import PublishRequest, RelayService
+from relay.workflows import dlq as workflow_dlq
 from relay.workflows import invoke
 
 log = logging.getLogger("relay.http")
@@ -481,7 +482,10 @@ def _dlq_query(given: s.DlqFilter, count: int, maximum: int) -> DlqQuery:
 async def list_dlq(service: RelayService, request: ApiRequest, match: re.Match[str]) -> ApiResponse:
     """Newest first, 100 at most per page."""
     page = await service.list_dlq(_dlq_query(parse_query(request, s.DlqFilter), 100, 100))
-    return ApiResponse.json(_page(page.cursor, "messages", [dlq_json(e) for e in page.items]))
+    messages = [dlq_json(e) for e in page.items]
+    if request.param("source") == "workflow":  # the workflow SDK's client.dlq.list
+        messages = await workflow_dlq.with_run_fields(service, page.items, messages)
+    return ApiResponse.json(_page(page.cursor, "messages", messages))
 
 
 @route("GET", r"/v2/dlq/(?P<id>[^/]+)", summary="Get a DLQ message", response=s.DlqMessage)

@@ -1,6 +1,7 @@
-"""Routes of workflow events (``/v2/wait``, ``/v2/notify``, ``/v2/waiters``) and workflow logs
-(``/v2/workflows/events``, ``/v2/workflows/logs``); registered in relay.http.api's route table
-when it imports this. The rules live in relay.workflows.waiters and relay.workflows.logs."""
+"""Routes of workflow events (``/v2/wait``, ``/v2/notify``, ``/v2/waiters``, webhooks), workflow
+logs (``/v2/workflows/events``, ``/v2/workflows/logs``) and the workflow DLQ
+(``/v2/workflows/dlq/…``); registered in relay.http.api's route table when it imports this. The
+rules live in relay.workflows.waiters, .logs and .dlq."""
 
 from __future__ import annotations
 
@@ -9,10 +10,21 @@ from urllib.parse import unquote
 
 from relay import protocol as p
 from relay.http import openapi
-from relay.http.api import ApiRequest, ApiResponse, route
+from relay.http import schemas as s
+from relay.http.api import (
+    _BULK_DEFAULT,
+    _BULK_MAX,
+    ApiRequest,
+    ApiResponse,
+    _dlq_query,
+    _with_cursor,
+    delete_dlq_many,
+    parse_query,
+    route,
+)
 from relay.protocol import BadRequest
 from relay.service import RelayService
-from relay.workflows import logs, waiters
+from relay.workflows import dlq, logs, waiters
 from relay.workflows.model import RunLogQuery
 
 _MAX_RUNS = 100
@@ -113,3 +125,34 @@ async def workflow_logs(
 # The JS SDK's client.logs calls /events; the REST docs name /logs: one answer for both.
 for _path in (r"/v2/workflows/events", r"/v2/workflows/logs"):
     route("GET", _path, summary="Workflow run logs")(workflow_logs)
+
+
+async def _dlq_targets(service: RelayService, request: ApiRequest) -> tuple[list[str], str | None]:
+    """The DLQ ids a bulk workflow DLQ action means: ``dlqIds``, or a page of the workflow
+    entries the filters match, and the cursor of the next page."""
+    given = parse_query(request, s.DlqFilter)
+    if given.dlq_ids:
+        return given.dlq_ids, None
+    page = await service.list_dlq(_dlq_query(given, _BULK_DEFAULT, _BULK_MAX))
+    return [e.dlq_id for e in page.items if e.message.run_id is not None], page.cursor
+
+
+@route("POST", r"/v2/workflows/dlq/resume", summary="Resume failed workflow runs as new runs")
+async def resume_runs(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    ids, cursor = await _dlq_targets(service, request)
+    runs = await dlq.resume(service, ids, dlq.overrides_of(request.headers))
+    return ApiResponse.json(_with_cursor({"workflowRuns": runs}, cursor))
+
+
+@route("POST", r"/v2/workflows/dlq/restart", summary="Restart failed workflow runs as new runs")
+async def restart_runs(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    ids, cursor = await _dlq_targets(service, request)
+    runs = await dlq.restart(service, ids, dlq.overrides_of(request.headers))
+    return ApiResponse.json(_with_cursor({"workflowRuns": runs}, cursor))
+
+
+route("DELETE", r"/v2/workflows/dlq", summary="Delete workflow DLQ messages")(delete_dlq_many)

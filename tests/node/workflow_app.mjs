@@ -146,7 +146,7 @@ const parent = createWorkflow(async (context) => {
 });
 app.use("/many", serveMany({ parent, child, failingChild }));
 
-// The SDK's Client, for the test to drive.
+// The SDK's Client, for the test to drive (dlq<Op>: client.dlq.<op>).
 const client = new Client({ baseUrl: process.env.QSTASH_URL, token: process.env.QSTASH_TOKEN });
 const ops = {
   trigger: (args) => client.trigger(args),
@@ -154,6 +154,10 @@ const ops = {
   getWaiters: (args) => client.getWaiters(args),
   cancel: (args) => client.cancel(args),
   logs: (args) => client.logs(args),
+  dlqList: (args) => client.dlq.list(args),
+  dlqResume: (args) => client.dlq.resume(args),
+  dlqRestart: (args) => client.dlq.restart(args),
+  dlqDelete: (args) => client.dlq.delete(args),
 };
 app.post("/client/:op", async (req, res) => {
   try {

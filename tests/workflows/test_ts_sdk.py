@@ -171,6 +171,33 @@ def test_failure_function_gets_status_message_and_payload(app: NodeApp) -> None:
     assert len(app.records("fine", run_id)) == 1 and len(app.records("boom", run_id)) == 1
 
 
+def test_workflow_dlq_lists_restarts_resumes_and_deletes(app: NodeApp) -> None:
+    run_id = _trigger(app, "/wf-fail", {"kind": "dlq"}, retries=0)
+    app.wait_for("failure", run_id)
+    [failed] = _dlq_of(app, run_id)
+    assert failed["workflowUrl"] == app.workflow("/wf-fail") and failed["responseStatus"] == 500
+
+    restarted = app.client("dlqRestart", {"dlqId": failed["dlqId"], "retries": 0})
+    new_id = restarted["workflowRunId"]
+    assert new_id != run_id and _dlq_of(app, run_id) == []
+    [failure] = app.wait_for("failure", new_id)  # from entry 0: `fine` ran again
+    assert failure["payload"] == {"kind": "dlq"} and len(app.records("fine", new_id)) == 1
+
+    [again] = _dlq_of(app, new_id)
+    resumed = app.client("dlqResume", {"dlqId": again["dlqId"], "retries": 0})["workflowRunId"]
+    app.wait_for("failure", resumed)  # from the failed step: `fine` did not run again
+    assert app.records("fine", resumed) == [] and len(app.records("boom", resumed)) == 1
+
+    [last] = _dlq_of(app, resumed)
+    assert app.client("dlqDelete", [last["dlqId"]]) == {"deleted": 1}
+    assert _dlq_of(app, resumed) == []
+
+
+def _dlq_of(app: NodeApp, run_id: str) -> list[Record]:
+    messages: list[Record] = app.client("dlqList", {})["messages"]
+    return [m for m in messages if m["workflowRunId"] == run_id]
+
+
 def test_cancel_of_a_sleeping_run(app: NodeApp) -> None:
     run_id = _trigger(app, "/wf-long", {"sleep": 2})
     app.wait_for("long-start", run_id)
