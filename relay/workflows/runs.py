@@ -12,7 +12,7 @@ import logging
 from dataclasses import replace
 
 from relay import protocol as p
-from relay.models import Message
+from relay.models import Message, MessageState
 from relay.protocol import NotFound
 from relay.service import RelayService
 from relay.workflows import invoke, waiters
@@ -93,8 +93,9 @@ async def failed(service: RelayService, run_id: str) -> None:
 
 
 async def ended(service: RelayService, run: WorkflowRun) -> None:
-    """A run ended: its invoker gets the result, its waiters are forgotten. Both are
-    idempotent, so a repeat (a failure settled twice) does nothing."""
+    """A run ended: its steps still waiting are cancelled, its invoker gets the result, its
+    waiters are forgotten. All idempotent, so a repeat (a failure settled twice) does nothing."""
+    await _cancel_waiting(service, run)
     await invoke.run_ended(
         service,
         run.run_id,
@@ -103,3 +104,18 @@ async def ended(service: RelayService, run: WorkflowRun) -> None:
         canceled=run.state is RunState.RUN_CANCELED,
     )
     await waiters.drop_run(service, run.run_id)
+
+
+async def _cancel_waiting(service: RelayService, run: WorkflowRun) -> None:
+    """Cancel the run's step messages not yet attempted or waiting to retry (a sleep shows as
+    cancelled at once); one under way settles as it goes. Any left over (a crash right now,
+    a callback) is dropped unsent when it comes due."""
+    waiting = []
+    for entry in await service.backend.run_entries(run.run_id):
+        message = await service.backend.get_message(entry.message_id)
+        if message is not None and message.state in _WAITING:
+            waiting.append(message.id)
+    await service.cancel_many(waiting)
+
+
+_WAITING = frozenset({MessageState.CREATED, MessageState.RETRY})

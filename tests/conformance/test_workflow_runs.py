@@ -4,6 +4,7 @@ run settings); the receiver checks each delivery with the official qstash Receiv
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -15,6 +16,7 @@ from multidict import CIMultiDict
 from relay.backends.base import Backend
 from relay.clock import ManualClock
 from relay.server import EmbeddedRelay
+from relay.workflows.model import RunState
 from tests.conftest import Api, OfficialVerdicts, Received, Receiver
 
 
@@ -213,10 +215,24 @@ async def test_cancel_drops_a_sleeping_step(
     assert (status, answer) == (200, {"cancelled": 1})
     status, answer = await api.call("DELETE", "/v2/workflows/runs?workflowRunIds=wfr_c")
     assert answer == {"cancelled": 0}
+    assert (await api.states(sleep["messageId"]))[-1] == "CANCELED"  # at once
     clock.advance(31_000)
     relay.worker.notify()
-    await api.wait_state(sleep["messageId"], "CANCELED")
+    await asyncio.sleep(0.2)
     assert len(receiver.at("/wf")) == 1
+
+
+async def test_a_due_message_of_an_ended_run_is_dropped_unsent(
+    relay: EmbeddedRelay, clock: ManualClock, api: Api, receiver: Receiver
+) -> None:
+    url = receiver.url("/wf")
+    [init] = await _batch(api, _init(url, "wfr_d", "x", **{"upstash-delay": "10s"}))
+    # ended behind the API's back: nothing cancelled the waiting Init
+    await relay.service.backend.end_run("wfr_d", RunState.RUN_CANCELED, clock.now_ms())
+    clock.advance(11_000)
+    relay.worker.notify()
+    await api.wait_state(init["messageId"], "CANCELED")
+    assert receiver.at("/wf") == []
 
 
 async def test_bulk_cancel_by_url_prefix_exact_url_and_count(api: Api, receiver: Receiver) -> None:
