@@ -18,12 +18,22 @@ from typing import Any
 
 import orjson
 
+from relay import protocol as p
+from relay.models import Message, MessageQuery, MessageState
 from relay.service import RelayService
 from relay.workflows import invoke
 from relay.workflows.model import RunLogQuery, WorkflowRun
+from relay.workflows.protocol import CallType
 
 INITIAL_STEP = "init"
 DEFAULT_COUNT = 10
+_SCAN = 200  # messages of a URL read to find a run's pending ones and failure callback
+_PENDING = (MessageState.CREATED, MessageState.ACTIVE, MessageState.RETRY)
+_CALLBACK_STATES = {
+    MessageState.DELIVERED: "CALLBACK_SUCCESS",
+    MessageState.FAILED: "CALLBACK_FAIL",
+    MessageState.CANCELED: "CALLBACK_CANCELED",
+}
 
 
 @dataclass(slots=True)
@@ -87,7 +97,58 @@ async def _view(service: RelayService, run: WorkflowRun) -> RunView:
         label=run.label,
         dlq_id=run.dlq_id,
         invoker=await invoke.invoker_of(service, run.run_id),
+        failure_function=await _failure_function(service, run),
+        pending=await _pending(service, run),
     )
+
+
+async def _run_messages(
+    service: RelayService, run: WorkflowRun, url: str, since: int, states: list[MessageState]
+) -> list[Message]:
+    """The run's messages to ``url`` created since ``since``, newest first (the console's
+    message listing, which knows no run: at most a page of that URL's messages is read)."""
+    query = MessageQuery(states=states, url_contains=url, from_time=since, count=_SCAN)
+    page = await service.backend.list_messages(query)
+    return [m for m in page.items if m.run_id == run.run_id and m.url == url]
+
+
+async def _pending(service: RelayService, run: WorkflowRun) -> list[dict[str, Any]]:
+    """The ``next`` group: the run's messages under way to its URL."""
+    if run.state.ended:
+        return []
+    found = await _run_messages(service, run, run.url, run.created_at, list(_PENDING))
+    return [
+        {
+            "messageId": m.id,
+            "state": "STEP_RETRY" if m.state is MessageState.RETRY else "STEP_PROGRESS",
+            "retries": m.retried,
+        }
+        for m in reversed(found)
+    ]
+
+
+async def _failure_function(service: RelayService, run: WorkflowRun) -> dict[str, Any] | None:
+    """The failure callback of a failed run: what failed (from its DLQ entry) and how the
+    callback went."""
+    entry = await service.backend.get_dlq(run.dlq_id) if run.dlq_id else None
+    if entry is None or entry.message.failure_callback is None:
+        return None
+    url = entry.message.failure_callback
+    calls = await _run_messages(service, run, url, entry.failed_at, [])
+    callbacks = [m for m in calls if m.call_type == CallType.FAILURE_CALL]
+    info: dict[str, Any] = {
+        "url": url,
+        "state": _CALLBACK_STATES.get(callbacks[0].state, "CALLBACK_INPROGRESS")
+        if callbacks
+        else "CALLBACK_INPROGRESS",
+        "failStatus": entry.response_status or 0,
+        "failResponse": entry.response_body.decode("utf-8", "replace"),
+        "failHeaders": p.header_map(entry.response_headers),
+        "dlqId": entry.dlq_id,
+    }
+    if callbacks:
+        info["messageId"] = callbacks[0].id
+    return info
 
 
 def run_log(run: RunView) -> dict[str, Any]:

@@ -169,6 +169,16 @@ def test_failure_function_gets_status_message_and_payload(app: NodeApp) -> None:
     assert failure["payload"] == PAYLOAD and failure["stack"] is True
     assert failure["trace"] == "trace-fail"
     assert len(app.records("fine", run_id)) == 1 and len(app.records("boom", run_id)) == 1
+    run = _wait_for_state(app, run_id, "RUN_FAILED")
+
+    def called_back() -> list[Record]:
+        function = _run_log(app, run_id)["failureFunction"]
+        return [function] if function["state"] == "CALLBACK_SUCCESS" else []
+
+    [function] = _until(called_back, 1, 5, f"the failure callback of {run_id} in the logs")
+    assert function["failStatus"] == 500
+    assert "boom-from-ts" in function["failResponse"] and function["dlqId"] == run["dlqId"]
+    assert function["url"] == app.workflow("/wf-fail") and function["messageId"]
 
 
 def test_workflow_dlq_lists_restarts_resumes_and_deletes(app: NodeApp) -> None:
@@ -202,6 +212,8 @@ def test_cancel_of_a_sleeping_run(app: NodeApp) -> None:
     run_id = _trigger(app, "/wf-long", {"sleep": 2})
     app.wait_for("long-start", run_id)
     _until(lambda: _sleeping(app, run_id), 1, 10, f"the sleep of {run_id}")
+    [pending] = _run_log(app, run_id)["steps"][-1]["steps"]  # the `next` group: the sleep
+    assert pending["state"] == "STEP_PROGRESS" and pending["messageId"]
     assert app.client("cancel", {"ids": run_id}) == {"cancelled": 1}
     assert app.client("cancel", {"ids": run_id}) == {"cancelled": 0}  # already over
     assert _run_log(app, run_id)["workflowState"] == "RUN_CANCELED"
