@@ -2,8 +2,8 @@
 Flask, against a real `relay dev` process (run → sleep 2 s → call → run; a failing run reaching
 its failure function). The SDK verifies every delivery's signature itself.
 
-The relay is the ``target`` fixture (URL, token, keys): another module can run the same
-scenario against another relay by providing its own."""
+The relay is the ``target`` fixture (tests/workflows/conftest.py: URL, token, keys), so the
+same scenario runs against every relay listed there."""
 
 from __future__ import annotations
 
@@ -15,26 +15,11 @@ from contextlib import AbstractContextManager
 import pytest
 from qstash import QStash
 
-from tests.e2e.process import RelayProcess
 from tests.workflows.apps import TRACE, App, Target, serve_fastapi, serve_flask
 
 pytestmark = pytest.mark.slow
 
 Serve = Callable[[Target], AbstractContextManager[App]]
-
-
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    relay = RelayProcess(tmp_path_factory.mktemp("relay") / "relay.db").start()
-    try:
-        yield Target(
-            url=relay.url,
-            token=relay.env["QSTASH_TOKEN"],
-            current_signing_key=relay.env["QSTASH_CURRENT_SIGNING_KEY"],
-            next_signing_key=relay.env["QSTASH_NEXT_SIGNING_KEY"],
-        )
-    finally:
-        relay.stop()
 
 
 @pytest.fixture(params=[serve_fastapi, serve_flask], ids=["fastapi", "flask"])
