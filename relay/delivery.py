@@ -97,7 +97,9 @@ class Deliverer:
         detail = _response_detail(attempt)
         follow_ups: list[Message] = []
         if message.callback:
-            follow_ups.append(self._callback(message, attempt, now, failure=False, run=run))
+            follow_ups.append(
+                callback_message(self.service, message, attempt, now, failure=False, run=run)
+            )
         if outcome is Outcome.DELIVERED:
             state, retried, next_due, dlq = MessageState.DELIVERED, message.retried, None, None
         elif outcome is Outcome.RETRYABLE and message.retried < message.max_retries:
@@ -124,7 +126,9 @@ class Deliverer:
             detail["dlqId"] = dlq.dlq_id
             if message.failure_callback:
                 follow_ups.append(
-                    self._callback(message, attempt, now, failure=True, dlq=dlq, run=run)
+                    callback_message(
+                        self.service, message, attempt, now, failure=True, dlq=dlq, run=run
+                    )
                 )
         for follow_up in follow_ups:
             queues.inherit_slot(follow_up, message)
@@ -140,56 +144,59 @@ class Deliverer:
             fails_run=run.run_id if run is not None and drives_run else None,
         )
 
-    def _callback(
-        self,
-        message: Message,
-        attempt: Attempt,
-        now: int,
-        *,
-        failure: bool,
-        dlq: DlqEntry | None = None,
-        run: WorkflowRun | None = None,
-    ) -> Message:
-        body: dict[str, Any] = {
-            "status": attempt.status or 0,
-            "header": p.header_map(attempt.headers),
-            "body": p.b64(attempt.body if attempt.status else (attempt.error or "").encode()),
-            "retried": message.retried,
-            "maxRetries": message.max_retries,
-            "sourceMessageId": message.id,
-            "url": message.url,
-            "method": message.method,
-            "sourceHeader": p.header_map(message.headers),
-            "sourceBody": p.b64(message.body),
-            "notBefore": message.not_before,
-            "createdAt": message.created_at,
-        }
-        for key, value in (
-            ("topicName", message.topic_name),
-            ("endpointName", message.endpoint_name),
-            ("scheduleId", message.schedule_id),
-            ("callerIP", message.caller_ip),
-        ):
-            if value is not None:
-                body[key] = value
-        if dlq is not None:
-            body["dlqId"] = dlq.dlq_id
-        url = message.failure_callback if failure else message.callback
-        family = message.failure_callback_headers if failure else message.callback_headers
-        assert url is not None
-        headers = {p.H_CONTENT_TYPE: "application/json", **family}
-        if run is not None:
-            if failure:  # the failure function gets the run's initial payload
-                body.update(
-                    sourceBody=p.b64(run.payload),
-                    workflowRunId=run.run_id,
-                    workflowCreatedAt=run.created_at,
-                    workflowUrl=run.url,
-                    failureUrl=url,
-                )
-            else:  # context.call's callback: a message of the run to its workflow URL
-                headers = dict(wp.with_run_level(list(headers.items()), run.settings))
-        return self.service.build_follow_up(url, headers, p.compact_json(body), now=now)
+
+def callback_message(
+    service: RelayService,
+    message: Message,
+    attempt: Attempt,
+    now: int,
+    *,
+    failure: bool,
+    dlq: DlqEntry | None = None,
+    run: WorkflowRun | None = None,
+) -> Message:
+    """The callback (or failure callback) message of one attempt of ``message``; for a
+    workflow ``run``, a failure callback carries the run's initial payload."""
+    body: dict[str, Any] = {
+        "status": attempt.status or 0,
+        "header": p.header_map(attempt.headers),
+        "body": p.b64(attempt.body if attempt.status else (attempt.error or "").encode()),
+        "retried": message.retried,
+        "maxRetries": message.max_retries,
+        "sourceMessageId": message.id,
+        "url": message.url,
+        "method": message.method,
+        "sourceHeader": p.header_map(message.headers),
+        "sourceBody": p.b64(message.body),
+        "notBefore": message.not_before,
+        "createdAt": message.created_at,
+    }
+    for key, value in (
+        ("topicName", message.topic_name),
+        ("endpointName", message.endpoint_name),
+        ("scheduleId", message.schedule_id),
+        ("callerIP", message.caller_ip),
+    ):
+        if value is not None:
+            body[key] = value
+    if dlq is not None:
+        body["dlqId"] = dlq.dlq_id
+    url = message.failure_callback if failure else message.callback
+    family = message.failure_callback_headers if failure else message.callback_headers
+    assert url is not None
+    headers = {p.H_CONTENT_TYPE: "application/json", **family}
+    if run is not None:
+        if failure:  # the failure function gets the run's initial payload
+            body.update(
+                sourceBody=p.b64(run.payload),
+                workflowRunId=run.run_id,
+                workflowCreatedAt=run.created_at,
+                workflowUrl=run.url,
+                failureUrl=url,
+            )
+        else:  # context.call's callback: a message of the run to its workflow URL
+            headers = dict(wp.with_run_level(list(headers.items()), run.settings))
+    return service.build_follow_up(url, headers, p.compact_json(body), now=now)
 
 
 def delivery_headers(message: Message, keys: SigningKeys) -> dict[str, str]:

@@ -155,4 +155,15 @@ async def restart_runs(
     return ApiResponse.json(_with_cursor({"workflowRuns": runs}, cursor))
 
 
+@route(
+    "POST",
+    r"/v2/workflows/dlq/callback/(?P<id>[^/]+)",
+    summary="Send a failed workflow run's failure callback again",
+)
+async def retry_failure_function(
+    service: RelayService, request: ApiRequest, match: re.Match[str]
+) -> ApiResponse:
+    return ApiResponse.json(await dlq.retry_failure_function(service, unquote(match["id"])))
+
+
 route("DELETE", r"/v2/workflows/dlq", summary="Delete workflow DLQ messages")(delete_dlq_many)

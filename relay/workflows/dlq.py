@@ -12,7 +12,8 @@ from typing import Any
 
 from relay import protocol as p
 from relay.clock import random_id
-from relay.models import DlqEntry, MessageState
+from relay.delivery import callback_message
+from relay.models import Attempt, DlqEntry, MessageState
 from relay.protocol import BadRequest
 from relay.service import PublishRequest, RelayService
 from relay.workflows import protocol as wp
@@ -108,6 +109,27 @@ async def resume(
         await service.delete_dlq([dlq_id])
         resumed.append(await _started(service, new_id))
     return resumed
+
+
+async def retry_failure_function(service: RelayService, dlq_id: str) -> dict[str, Any]:
+    """Send a failed run's failure callback again (``client.dlq.retryFailureFunction``), made
+    from the DLQ entry as it was made when the run failed."""
+    entry, run = await _failed_run(service, dlq_id)
+    if entry.message.failure_callback is None:
+        raise BadRequest(f"dlq message {dlq_id} has no failure callback")
+    attempt = Attempt(
+        status=entry.response_status,
+        headers=entry.response_headers,
+        body=entry.response_body,
+        error=entry.error,
+        duration_ms=0,
+    )
+    now = service.clock.now_ms()
+    message = callback_message(
+        service, entry.message, attempt, now, failure=True, dlq=entry, run=run
+    )
+    [accepted] = await service.accept_messages([message])
+    return {"messageId": accepted.message_id}
 
 
 def overrides_of(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:

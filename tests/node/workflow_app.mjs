@@ -158,6 +158,7 @@ const ops = {
   dlqResume: (args) => client.dlq.resume(args),
   dlqRestart: (args) => client.dlq.restart(args),
   dlqDelete: (args) => client.dlq.delete(args),
+  dlqCallback: (args) => client.dlq.retryFailureFunction(args),
 };
 app.post("/client/:op", async (req, res) => {
   try {

@@ -199,6 +199,9 @@ def test_workflow_dlq_lists_restarts_resumes_and_deletes(app: NodeApp) -> None:
     assert app.records("fine", resumed) == [] and len(app.records("boom", resumed)) == 1
 
     [last] = _dlq_of(app, resumed)
+    assert app.client("dlqCallback", {"dlqId": last["dlqId"]})["messageId"]
+    [_, again_failure] = app.wait_for("failure", resumed, count=2)  # the failure function again
+    assert again_failure["failStatus"] == 500 and again_failure["payload"] == {"kind": "dlq"}
     assert app.client("dlqDelete", [last["dlqId"]]) == {"deleted": 1}
     assert _dlq_of(app, resumed) == []
 
