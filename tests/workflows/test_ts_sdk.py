@@ -2,8 +2,9 @@
 against a real `relay dev` process. The SDK verifies every delivery's signature itself (both
 signing keys are in the app's environment) over express's re-serialized JSON body.
 
-One relay and one node app serve every test here (module fixtures); the app appends what each
-step saw to a JSON-lines file, and its ``/client/<op>`` route runs the SDK's own ``Client``."""
+One relay (tests/workflows/conftest.py's ``target``) and one node app serve every test here
+(module fixtures); the app appends what each step saw to a JSON-lines file, and its
+``/client/<op>`` route runs the SDK's own ``Client``."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.process import RelayProcess, free_port
+from tests.e2e.process import free_port
+from tests.workflows.apps import Target
 
 NODE_DIR = Path(__file__).parent.parent / "node"
 PAYLOAD = {"n": 21, "name": "Jörg"}  # non-ASCII: relay must send it raw, as JSON.stringify does
@@ -85,16 +87,7 @@ def _post_json(url: str, body: Any, headers: dict[str, str] | None = None) -> An
 
 
 @pytest.fixture(scope="module")
-def relay_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
-    relay = RelayProcess(tmp_path_factory.mktemp("relay") / "relay.db").start()
-    try:
-        yield relay
-    finally:
-        relay.stop()
-
-
-@pytest.fixture(scope="module")
-def app(relay_dev: RelayProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeApp]:
+def app(target: Target, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeApp]:
     if not (NODE_DIR / "node_modules" / "@upstash" / "workflow").is_dir() or not shutil.which(
         "node"
     ):
@@ -104,14 +97,13 @@ def app(relay_dev: RelayProcess, tmp_path_factory: pytest.TempPathFactory) -> It
         pytest.skip(message)
     port = free_port()
     records = tmp_path_factory.mktemp("node") / "records.jsonl"
-    keys = ("QSTASH_URL", "QSTASH_TOKEN", "QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY")
     process = subprocess.Popen(
         ["node", str(NODE_DIR / "workflow_app.mjs")],
         stdout=subprocess.PIPE,
         text=True,
         env={
             **os.environ,
-            **{key: relay_dev.env[key] for key in keys},
+            **{key: value for key, value in target.env().items() if value is not None},
             "PORT": str(port),
             "RECORD_FILE": str(records),
         },
