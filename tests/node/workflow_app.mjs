@@ -144,7 +144,16 @@ const parent = createWorkflow(async (context) => {
   await context.run("after-invoke", () => record("parent", { ...seen(context), ok, failed }));
   return "parent-done";
 });
-app.use("/many", serveMany({ parent, child, failingChild }));
+// A child cancelled while it sleeps: its invoker gets isCanceled.
+const sleepyChild = createWorkflow(async (context) => {
+  await context.run("nod", () => record("sleepy-child", seen(context)));
+  await context.sleep("doze", 30);
+});
+const cancelParent = createWorkflow(async (context) => {
+  const result = await context.invoke("call-sleepy", { workflow: sleepyChild, body: {} });
+  await context.run("after-cancel", () => record("cancel-parent", { ...seen(context), result }));
+});
+app.use("/many", serveMany({ parent, child, failingChild, sleepyChild, cancelParent }));
 
 // The SDK's Client, for the test to drive (dlq<Op>: client.dlq.<op>).
 const client = new Client({ baseUrl: process.env.QSTASH_URL, token: process.env.QSTASH_TOKEN });

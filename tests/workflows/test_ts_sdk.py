@@ -60,7 +60,9 @@ class NodeApp:
             if (kind is None or r["kind"] == kind) and (run_id is None or r.get("runId") == run_id)
         ]
 
-    def wait_for(self, kind: str, run_id: str, count: int = 1, timeout: float = 15) -> list[Record]:
+    def wait_for(
+        self, kind: str, run_id: str | None, count: int = 1, timeout: float = 15
+    ) -> list[Record]:
         return _until(lambda: self.records(kind, run_id), count, timeout, f"{kind} of {run_id}")
 
 
@@ -280,6 +282,15 @@ def test_invoke_of_a_child_and_of_a_failing_child(app: NodeApp) -> None:
     child_run = _run_log(app, child["runId"])
     assert child_run["invoker"]["workflowRunId"] == run_id
     assert child_run["invoker"]["workflowUrl"] == app.workflow("/many/parent")
+
+
+def test_cancel_of_an_invoked_child_is_returned_to_its_parent(app: NodeApp) -> None:
+    run_id = _trigger(app, "/many/cancelParent", {})
+    [child] = app.wait_for("sleepy-child", run_id=None)
+    _until(lambda: _sleeping(app, child["runId"]), 1, 10, "the child's sleep")
+    assert app.client("cancel", {"ids": child["runId"]}) == {"cancelled": 1}
+    [parent] = app.wait_for("cancel-parent", run_id)
+    assert parent["result"] == {"body": None, "isFailed": False, "isCanceled": True}
 
 
 # --- F9: logs --------------------------------------------------------------------------------
