@@ -183,9 +183,17 @@ def find(c: sqlite3.Connection, query: RunQuery) -> list[WorkflowRun]:
 def listed(c: sqlite3.Connection, query: RunLogQuery) -> list[WorkflowRun]:
     """Runs newest first (ties: by id), before the query's ``(created_at, run_id)`` cursor."""
     where, args = ["(created_at, run_id) < (?, ?)"], [*query.before]
-    for column, value in (("run_id", query.run_id), ("url", query.url), ("state", query.state)):
+    for condition, value in (
+        ("run_id = ?", query.run_id),
+        ("url = ?", query.url),
+        ("state = ?", query.state),
+        ("created_at = ?", query.created_at),
+        ("created_at >= ?", query.from_time),
+        ("created_at <= ?", query.to_time),
+        ("',' || json_extract(record, '$.label') || ',' LIKE '%,' || ? || ',%'", query.label),
+    ):
         if value is not None:
-            where.append(f"{column} = ?")
+            where.append(condition)
             args.append(value)
     rows = c.execute(
         f"SELECT {_COLUMNS} FROM runs WHERE {' AND '.join(where)}"

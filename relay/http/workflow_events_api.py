@@ -103,13 +103,22 @@ for _method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
 async def workflow_logs(
     service: RelayService, request: ApiRequest, match: re.Match[str]
 ) -> ApiResponse:
-    """Workflow runs with their steps, newest first: ``workflowRunId``, ``workflowUrl`` and
-    ``state`` filter; ``count`` (default 10) and ``cursor`` page."""
+    """Workflow runs with their steps, newest first: ``workflowRunId``, ``workflowUrl``,
+    ``state``, ``workflowCreatedAt``, ``label``, ``fromDate`` and ``toDate`` (ms) filter;
+    ``count`` (default 10) and ``cursor`` page."""
     count = request.param("count")
+    times = {
+        key: p.parse_int(value, what=key) if (value := request.param(key)) else None
+        for key in ("workflowCreatedAt", "fromDate", "toDate")
+    }
     query = RunLogQuery(
         run_id=request.param("workflowRunId") or None,
         url=request.param("workflowUrl") or None,
         state=request.param("state") or None,
+        created_at=times["workflowCreatedAt"],
+        label=request.param("label") or None,
+        from_time=times["fromDate"],
+        to_time=times["toDate"],
         count=p.parse_int(count, what="count", minimum=1, maximum=_MAX_RUNS)
         if count
         else logs.DEFAULT_COUNT,

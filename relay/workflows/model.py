@@ -90,11 +90,16 @@ class RunQuery:
 @dataclass(slots=True)
 class RunLogQuery:
     """Which runs the workflow logs list: newest first, before ``before`` (the cursor: created
-    at, run id), exact matches on the fields given, at most ``count``."""
+    at, run id), exact matches on the fields given (``label``: one of the run's labels), created
+    within ``from_time``…``to_time`` (ms, inclusive), at most ``count``."""
 
     run_id: str | None = None
     url: str | None = None
     state: str | None = None
+    created_at: int | None = None
+    label: str | None = None
+    from_time: int | None = None
+    to_time: int | None = None
     before: tuple[int, str] = (2**62, "")
     count: int = 10
 

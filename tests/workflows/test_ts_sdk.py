@@ -277,7 +277,7 @@ def test_invoke_of_a_child_and_of_a_failing_child(app: NodeApp) -> None:
     [parent] = app.wait_for("parent", run_id, timeout=20)
     assert parent["ok"] == {"body": {"doubled": 8}, "isFailed": False, "isCanceled": False}
     assert parent["failed"]["isFailed"] is True and parent["failed"]["isCanceled"] is False
-    [child] = app.records("child")
+    [child] = [r for r in app.records("child") if r["payload"] == {"n": 4}]
     assert child["payload"] == {"n": 4}
     child_run = _run_log(app, child["runId"])
     assert child_run["invoker"]["workflowRunId"] == run_id
@@ -311,12 +311,25 @@ def test_logs_group_steps(app: NodeApp) -> None:
     assert json.loads(init["out"]) == PAYLOAD and a["out"] == '"A"'
     assert all(s["state"] == "STEP_SUCCESS" for g in run["steps"] for s in g["steps"])
     assert run["workflowRunCompletedAt"] >= run["workflowRunCreatedAt"]
+    # Filters: by label, state and creation time.
+    created = run["workflowRunCreatedAt"]
+    for query in (
+        {"label": "ts-label"},
+        {"workflowCreatedAt": created, "state": "RUN_SUCCESS"},
+        {"fromDate": created, "toDate": created, "workflowUrl": app.workflow("/wf")},
+    ):
+        found = app.client("logs", {"filter": query, "count": 50})["runs"]
+        assert [r["workflowRunId"] for r in found] == ["wfr_fixed1"], query
+    succeeded = app.client("logs", {"filter": {"state": "RUN_SUCCESS"}, "count": 50})["runs"]
+    assert all(r["workflowState"] == "RUN_SUCCESS" for r in succeeded)
+    assert "wfr_fixed1" in [r["workflowRunId"] for r in succeeded]
     # The page is newest first; a cursor continues it.
     first = app.client("logs", {"count": 1})
     assert len(first["runs"]) == 1 and first["cursor"]
-    second = app.client("logs", {"count": 1, "cursor": first["cursor"]})
-    assert second["runs"][0]["workflowRunId"] != first["runs"][0]["workflowRunId"]
-    assert second["runs"][0]["workflowRunCreatedAt"] <= first["runs"][0]["workflowRunCreatedAt"]
+    [newest] = first["runs"]
+    for older in app.client("logs", {"count": 1, "cursor": first["cursor"]})["runs"]:
+        assert older["workflowRunId"] != newest["workflowRunId"]
+        assert older["workflowRunCreatedAt"] <= newest["workflowRunCreatedAt"]
 
 
 def _wait_for_state(app: NodeApp, run_id: str, state: str, timeout: float = 10) -> Record:
@@ -332,6 +345,8 @@ def _wait_for_state(app: NodeApp, run_id: str, state: str, timeout: float = 10) 
 
 
 def test_every_delivery_was_signed_and_verified(app: NodeApp) -> None:
+    """Over every delivery of the module's runs (a run of its own when it runs alone)."""
+    app.wait_for("child", _trigger(app, "/many/child", {"n": 1}))
     deliveries = app.records("http")
     assert deliveries and all(r["signed"] for r in deliveries)
     # 500: the failing steps' answers; anything else (400/401: a signature refused) is a bug.
