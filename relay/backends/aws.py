@@ -93,6 +93,7 @@ from botocore.exceptions import ClientError
 
 from relay.backends import aws_gates
 from relay.backends.aws_gates import Gates
+from relay.backends.aws_runs import Runs
 from relay.backends.base import kept_events
 from relay.flow_control import FlowKey, FlowKeyUsage
 from relay.models import (
@@ -293,6 +294,7 @@ class AwsBackend:
         self._promoted_at = -math.inf  # monotonic seconds
         self._next_wait: float = 0  # earliest due in DynamoDB as last seen (0: look)
         self._gates = Gates(self)  # queues and flow control (aws_gates)
+        self._runs = Runs(self)  # workflow runs (aws_runs)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **kwargs: Any) -> AwsBackend:
@@ -816,32 +818,49 @@ class AwsBackend:
             "ConditionExpression": condition,
             "ExpressionAttributeValues": values,
         }
-        try:
-            if settlement.follow_ups or settlement.dlq is not None or gated.items:
-                places = await self._gates.places(settlement.follow_ups, now, configure=False)
-                items: list[Item] = [{"Update": update}]
-                for follow_up in settlement.follow_ups:
-                    items += await self._message_put(follow_up, [], now, places.get(follow_up.id))
-                if settlement.dlq is not None:
-                    items.append(await self._dlq_put(settlement.dlq))
-                items += [self._put(item) for item in extra]
-                items += gated.items
-                await self._dispatch_new(
-                    [f for f in settlement.follow_ups if f.id not in places], now
+        follow_ups = settlement.follow_ups
+        run_end: Item | None = None
+        if settlement.fails_run is not None:  # ends the run in the same transaction (aws_runs)
+            if await self._runs.active(settlement.fails_run):
+                dlq_id = settlement.dlq.dlq_id if settlement.dlq is not None else None
+                run_end = self._runs.end_update(
+                    settlement.fails_run, RunState.RUN_FAILED, now, response=None, dlq_id=dlq_id
                 )
-                await self._transact(items)
-                gated.touched += _gate_pks(f for f in settlement.follow_ups if f.id in places)
             else:
-                # Large response bodies first: a settle that then fails leaves them to TTL.
-                await self._put_all(extra)
-                await self._call(self._db.update_item, **update)
-        except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException" or _cancelled_at(exc, 0):
-                return False  # the lease was lost or the message cancelled: keep the SQS copy
-            raise
+                follow_ups = []  # the run had ended: its failure was reported before
+        for _ in range(2):
+            try:
+                if follow_ups or settlement.dlq is not None or gated.items or run_end:
+                    places = await self._gates.places(follow_ups, now, configure=False)
+                    items: list[Item] = [{"Update": update}]
+                    for follow_up in follow_ups:
+                        items += await self._message_put(
+                            follow_up, [], now, places.get(follow_up.id)
+                        )
+                    if settlement.dlq is not None:
+                        items.append(await self._dlq_put(settlement.dlq))
+                    items += [self._put(item) for item in extra]
+                    items += gated.items
+                    if run_end is not None:
+                        items.append({"Update": run_end})
+                    await self._dispatch_new([f for f in follow_ups if f.id not in places], now)
+                    await self._transact(items)
+                    gated.touched += _gate_pks(f for f in follow_ups if f.id in places)
+                else:
+                    # Large response bodies first: a settle that then fails leaves them to TTL.
+                    await self._put_all(extra)
+                    await self._call(self._db.update_item, **update)
+            except ClientError as exc:
+                if _code(exc) == "ConditionalCheckFailedException" or _cancelled_at(exc, 0):
+                    return False  # the lease was lost or the message cancelled: keep the copy
+                if run_end is not None and _cancelled_at(exc, len(items) - 1):
+                    run_end, follow_ups = None, []  # the run ended meanwhile (copies: dropped)
+                    continue
+                raise
+            break
         await self._log([(message.id, key, e.state) for key, e in keyed])
         await self._append_events(others)
-        self._note_waiting(settlement.follow_ups, now)
+        self._note_waiting(follow_ups, now)
         if handle:
             await self._call(self._sqs.delete_message, QueueUrl=self._queue(), ReceiptHandle=handle)
         await self._gates.admit(gated.touched, now)
@@ -1485,6 +1504,8 @@ class AwsBackend:
 
     # --- workflow runs: a temporary seam, replaced by the AWS runs implementation ------------
 
+    # --- workflow runs (aws_runs) ---------------------------------------------------------------
+
     async def accept_run_messages(
         self,
         messages: Sequence[Message],
@@ -1493,27 +1514,27 @@ class AwsBackend:
         dedup_window: int,
         runs: Sequence[WorkflowRun],
     ) -> list[Accepted]:
-        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+        return await self._runs.accept(messages, events, now, dedup_window, runs)
 
     async def get_run(self, run_id: str) -> WorkflowRun | None:
-        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+        return await self._runs.get(run_id)
 
     async def run_entries(self, run_id: str, upto: int | None = None) -> list[RunEntry]:
-        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+        return await self._runs.entries(run_id, upto)
 
     async def end_run(
         self, run_id: str, state: RunState, now: int, *, response: str | None = None
     ) -> tuple[WorkflowRun, bool] | None:
-        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+        return await self._runs.end(run_id, state, now, response=response)
 
     async def find_runs(self, query: RunQuery) -> list[WorkflowRun]:
-        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+        return await self._runs.find(query)
 
     async def list_runs(self, query: RunLogQuery) -> list[WorkflowRun]:
-        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+        return await self._runs.listed(query)
 
     async def copy_run(self, source: str, run: WorkflowRun, upto: int | None) -> None:
-        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+        await self._runs.copy(source, run, upto)
 
     async def _newest(
         self,

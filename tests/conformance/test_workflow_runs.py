@@ -13,18 +13,10 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from relay.backends.base import Backend
 from relay.clock import ManualClock
 from relay.server import EmbeddedRelay
 from relay.workflows.model import RunState
 from tests.conftest import Api, OfficialVerdicts, Received, Receiver
-
-
-@pytest.fixture
-def backend(backend: Backend, request: pytest.FixtureRequest) -> Backend:
-    if request.node.callspec.params.get("backend") == "aws":
-        pytest.skip("workflow runs on AWS: not implemented yet (AwsBackend raises for runs)")
-    return backend
 
 
 @pytest.fixture

@@ -9,23 +9,13 @@ import base64
 import json
 from typing import Any
 
-import pytest
-
 from relay import scheduling
-from relay.backends.base import Backend
 from relay.clock import ManualClock
 from relay.server import EmbeddedRelay
 from tests.conformance.test_workflow_runs import _batch, _init
 from tests.conftest import Api, Receiver
 
 STEP = {"stepId": 1, "stepName": "w", "stepType": "Wait", "concurrent": 1}
-
-
-@pytest.fixture
-def backend(backend: Backend, request: pytest.FixtureRequest) -> Backend:
-    if request.node.callspec.params.get("backend") == "aws":
-        pytest.skip("workflow runs on AWS: not implemented yet (AwsBackend raises for runs)")
-    return backend
 
 
 async def _start(api: Api, receiver: Receiver, relay: EmbeddedRelay, run_id: str) -> str:
