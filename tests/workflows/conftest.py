@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.process import RelayProcess
+from tests.e2e.process import RelayProcess, free_port
 from tests.workflows.apps import Target
 
 
@@ -28,7 +32,51 @@ def relay_dev(tmp: Path) -> Iterator[Target]:
         relay.stop()
 
 
-TARGETS: dict[str, Callable[[Path], AbstractContextManager[Target]]] = {"relay-dev": relay_dev}
+@contextmanager
+def aws_stack(tmp: Path) -> Iterator[Target]:
+    """template.yaml's stack on a moto server (`make dev-aws`, infra/): the HttpApi calls
+    lambda/api.py, the SQS event source lambda/deliver.py (a sleep is SQS DelaySeconds), the
+    scheduler (waiter deadlines, long delays) ticks every second; loopback destinations allowed."""
+    port = free_port()
+    log = (tmp / "dev-aws.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "infra.dev_aws", "--port", str(port), "--tick-seconds", "1"],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        env: dict[str, str] = {}
+        deadline = time.monotonic() + 60
+        while "QSTASH_NEXT_SIGNING_KEY" not in env:
+            line = process.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                raise RuntimeError(f"dev-aws did not start: see {tmp / 'dev-aws.log'}")
+            name, sep, value = line.strip().partition("=")
+            if sep and name.startswith("QSTASH_"):
+                env[name] = value
+        yield Target(
+            url=f"http://127.0.0.1:{port}",
+            token=env["QSTASH_TOKEN"],
+            current_signing_key=env["QSTASH_CURRENT_SIGNING_KEY"],
+            next_signing_key=env["QSTASH_NEXT_SIGNING_KEY"],
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+TARGETS: dict[str, Callable[[Path], AbstractContextManager[Target]]] = {
+    "relay-dev": relay_dev,
+    "aws-stack": aws_stack,
+}
 
 
 @pytest.fixture(scope="module", params=sorted(TARGETS))
