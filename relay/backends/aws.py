@@ -834,8 +834,21 @@ class AwsBackend:
                     places = await self._gates.places(follow_ups, now, configure=False)
                     items: list[Item] = [{"Update": update}]
                     for follow_up in follow_ups:
+                        # A workflow run's callback lists itself (a CREATED event, its own log
+                        # entry: 1 WRU more), as the run's logs find it by listing messages;
+                        # a plain message's callback stays unlisted (its cost unchanged).
+                        created = (
+                            [
+                                (
+                                    _ticks.order_key(now),
+                                    Event.of(follow_up, MessageState.CREATED, now),
+                                )
+                            ]
+                            if follow_up.run_id is not None
+                            else []
+                        )
                         items += await self._message_put(
-                            follow_up, [], now, places.get(follow_up.id)
+                            follow_up, created, now, places.get(follow_up.id), listed=bool(created)
                         )
                     if settlement.dlq is not None:
                         items.append(await self._dlq_put(settlement.dlq))
