@@ -14,6 +14,7 @@ DLQ entry          D#<dlq id>    D               did, mid, url, rs, fa, rec, bd|
 dedup id           U#<key>       U               mid, url, exp (ms)
 setting            S#<name>      S               v
 record             R#<kind>      <key>           v (JSON: a URL group, schedule, queue)
+workflow run       W#<run id>    W, E#<index>    the run and its entries: see aws_runs
 =================  ============  ==============  ================================================
 
 Queues and flow control keep their gates (G#Q#<queue>, G#K#<key>) and wait lists beside these,

@@ -9,7 +9,10 @@ run                  W#<run id>    W                  st (RunState), ent (entry 
                                                       (WorkflowRun.to_record JSON), co, rsp, did;
                                                       gp = W, gs = <created_at:013d><run id>,
                                                       url, lb (the ``by-time`` index: listings)
-entry                W#<run id>    E#<index:010d>     mid, t (ms), b | bs (body inline | S3 key)
+entry                W#<run id>    E#<index:010d>     mid, t (ms), b | bs (body inline | S3 key
+                                                      run/<run id>/<message id>: unique, so a
+                                                      racer that loses an index cannot overwrite
+                                                      the winner's body)
 ===================  ============  =================  ===========================================
 
 Entry 0 is the initial payload, so the run item stays small (~0.5 KB: one write unit) whatever
@@ -24,9 +27,20 @@ item's Put conditional on ``attribute_not_exists(pk)``: an existing run id answe
 deduplicated and stores nothing. A transaction holds at most 100 items: an append of more steps
 than fit is written as several transactions, each conditional on the count the previous one
 left (each part is atomic and ordered; the whole is not, which only a crash between parts
-shows). Cost of an append of one step with a small body (≤ 1 KB items): run Put 2 WRU + entry
-Put 2 WRU + message Put 2 WRU (in a transaction every write bills double) + 0.5 RRU for the
-read = 6 WRU; a plain message's accept is unchanged (runs are written only here).
+shows).
+
+Cost (measured with infra/meter.py, items under 1 KB; in a transaction every write bills
+double): an append of one step = run Put 2 + entry Put 2 + message Put 2 + the log index entry
+the message lists itself with 1 = 7 WRU (a plain publish: 2), plus 0.5 RRU for the read; n steps
+in one publish = 4n + 2 WRU + one log page (2); an Init = 8 WRU (its run's ``by-time`` entry
+included). ``get_run`` 1 RRU (BatchGetItem of run + entry 0), ``run_entries`` a consistent
+Query (0.5 RRU per 4 KB), ``end_run`` 2 WRU (the index entry's ``st`` changes) + 1 RRU. Plain
+messages never touch this module, so their cost is unchanged (bench/aws_cost.py).
+
+A settlement that ``fails_run`` (aws.py's settle) reads the run item: a run going on ends in
+the settle's transaction (:meth:`Runs.end_update`, conditional on ``st = RUN_STARTED``; if
+that condition loses a race, the settle is written again without it and without follow-ups);
+a run that had ended keeps its state and the follow-ups are dropped (one failure callback).
 
 Listings: the run item sits in the sparse GSI ``by-time`` under ``gp`` = W (one partition),
 ``gs`` = creation time + id. An append does not change ``st``/``url``/``lb``, so it costs the
@@ -36,7 +50,8 @@ DynamoDB, the rest here after a BatchGetItem of the run items); ``find_runs`` re
 first filtered on ``st`` = RUN_STARTED. Read capacity grows with the runs listed past a filter,
 and one partition takes ~1000 run creations + ends a second, enough for a relay.
 
-Runs and entries have no TTL: a run may sleep longer than any retention.
+Runs and entries have no TTL: a run may sleep longer than any retention (the bucket's lifecycle,
+400 days, still bounds its large bodies).
 """
 
 from __future__ import annotations
@@ -248,7 +263,7 @@ class Runs:
                             "sk": _s(entry_sk(0)),
                             "mid": _s(run.message_id),
                             "t": _n(now),
-                            **await b._blob("b", f"run/{run.run_id}/0", run.payload),
+                            **await b._blob("b", f"run/{run.run_id}/{run.message_id}", run.payload),
                         }
                     )
                 ]
@@ -298,7 +313,7 @@ class Runs:
                 "sk": _s(entry_sk(index)),
                 "mid": _s(message.id),
                 "t": _n(now),
-                **await self._b._blob("b", f"run/{run_id}/{index}", message.body),
+                **await self._b._blob("b", f"run/{run_id}/{message.id}", message.body),
             }
         )
 
@@ -545,7 +560,7 @@ class Runs:
                 "sk": _s(entry_sk(0)),
                 "mid": _s(run.message_id),
                 "t": _n(run.created_at),
-                **await b._blob("b", f"run/{run.run_id}/0", run.payload),
+                **await b._blob("b", f"run/{run.run_id}/{run.message_id}", run.payload),
             }
         ]
         for entry in copied:
@@ -555,7 +570,7 @@ class Runs:
                     "sk": _s(entry_sk(entry.index)),
                     "mid": _s(entry.message_id),
                     "t": _n(entry.time),
-                    **await b._blob("b", f"run/{run.run_id}/{entry.index}", entry.body),
+                    **await b._blob("b", f"run/{run.run_id}/{entry.message_id}", entry.body),
                 }
             )
         await b._put_all(items)
