@@ -58,16 +58,19 @@ async def _start(
     await backend.accept_run_messages([init], [], created_at, 0, [run])
 
 
-async def test_racing_appends_get_distinct_ordered_indexes(backend: Backend) -> None:
+@pytest.mark.parametrize("size", [0, 10_000], ids=["small", "large"])
+async def test_racing_appends_get_distinct_ordered_indexes(backend: Backend, size: int) -> None:
     try:
         await _start(backend, "wfr_race")
-        steps = [_message(f"r{i}", "wfr_race") for i in range(8)]
+        steps = [_message(f"r{i}", "wfr_race", f"r{i}".encode() * size) for i in range(8)]
         await asyncio.gather(
             *(backend.accept_run_messages([step], [], T0, 0, []) for step in steps)
         )
         entries = await backend.run_entries("wfr_race")
         assert [e.index for e in entries] == list(range(9))
         assert sorted(e.message_id for e in entries[1:]) == sorted(s.id for s in steps)
+        bodies = {s.id: s.body for s in steps}
+        assert all(e.body == bodies[e.message_id] for e in entries[1:])  # each its own body
         for entry in entries[1:]:
             stored = await backend.get_message(entry.message_id)
             assert stored is not None and stored.entry == entry.index
