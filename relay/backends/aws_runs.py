@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +78,6 @@ from relay.workflows.protocol import CallType
 
 if TYPE_CHECKING:
     from relay.backends.aws import AwsBackend
-    from relay.backends.aws_gates import Place
 
 Item = dict[str, Any]
 
@@ -138,6 +137,8 @@ class Runs:
         use_dedup = dedup_window > 0
         keys = sorted({m.dedup_key for m in messages if use_dedup and m.dedup_key})
         known = await b._dedup_entries(keys, now) if keys else {}
+        places = await b._gates.places(messages, now)  # once, as accept does (queue numbers)
+        sent: set[str] = set()  # copies already sent: a retry after a lost race sends no more
         for attempt in range(_MAX_RACES):
             answers, plans, kept = await self._plan(messages, now, runs)
             results, stored = aws._deduplicate(kept, known if use_dedup else None)
@@ -146,7 +147,6 @@ class Runs:
                 plan.steps = [m for m in plan.steps if m.id in stored_ids]
                 for offset, step in enumerate(plan.steps):
                     step.entry = plan.run.entries + offset
-            places = await b._gates.places(stored, now)
             groups, others = await b.accept_items(
                 stored, events, now, places, dedup_window if use_dedup else 0
             )
@@ -161,14 +161,11 @@ class Runs:
                 for mid, rid in run_of.items():
                     if rid == plan.run.run_id:
                         by_message.pop(mid, None)
-            unsent = {m.id: m for m in stored}
+            unsent = {m.id: m for m in stored if m.id not in sent}
 
-            async def dispatch(
-                items: Sequence[Item],
-                unsent: dict[str, Message] = unsent,
-                places: Mapping[str, Place] = places,
-            ) -> None:
+            async def dispatch(items: Sequence[Item], unsent: dict[str, Message] = unsent) -> None:
                 due = [unsent.pop(mid) for mid in aws._message_ids(items) if mid in unsent]
+                sent.update(m.id for m in due)
                 await b.dispatch_accepted(due, now, places)
 
             written = 0
@@ -462,6 +459,8 @@ class Runs:
                 KeyConditionExpression=condition,
                 ExpressionAttributeValues=values,
                 ScanIndexForward=not newest_first,
+                # A page a little over what is wanted (a filter drops some): not 1 MB of keys.
+                Limit=min(100, max(20, 2 * wanted)) if wanted is not None else 100,
                 **({"FilterExpression": " AND ".join(clauses)} if clauses else {}),
                 **({"ExpressionAttributeNames": names} if names else {}),
                 **({"ExclusiveStartKey": start} if start else {}),
