@@ -133,12 +133,22 @@ def _run_log(app: NodeApp, run_id: str) -> Record:
 # --- F1, F2: trigger, steps, parallel, sleep, run end ---------------------------------------
 
 
-def test_trigger_with_fixed_id_runs_every_step_once_and_dedups(app: NodeApp) -> None:
-    options = {"headers": {"x-trace": "trace-ts"}, "label": "ts-label", "retries": 0}
-    run_id = _trigger(app, "/wf", PAYLOAD, workflowRunId="fixed1", **options)
+FIXED = {"headers": {"x-trace": "trace-ts"}, "label": "ts-label", "retries": 0}
+
+
+@pytest.fixture(scope="module")
+def fixed_run(app: NodeApp) -> str:
+    """The run of ``/wf`` triggered with the fixed id ``fixed1`` (once for the module)."""
+    return _trigger(app, "/wf", PAYLOAD, workflowRunId="fixed1", **FIXED)
+
+
+def test_trigger_with_fixed_id_runs_every_step_once_and_dedups(
+    app: NodeApp, fixed_run: str
+) -> None:
+    run_id = fixed_run
     assert run_id == "wfr_fixed1"
     # The same id while the run is active (it sleeps 1 s): no second run.
-    assert _trigger(app, "/wf", {"n": 0}, workflowRunId="fixed1", **options) == "wfr_fixed1"
+    assert _trigger(app, "/wf", {"n": 0}, workflowRunId="fixed1", **FIXED) == "wfr_fixed1"
 
     [c] = app.wait_for("c", run_id)
     assert (c["a"], c["b1"], c["b2"]) == ("A", "one", "two")
@@ -296,8 +306,8 @@ def test_cancel_of_an_invoked_child_is_returned_to_its_parent(app: NodeApp) -> N
 # --- F9: logs --------------------------------------------------------------------------------
 
 
-def test_logs_group_steps(app: NodeApp) -> None:
-    run = _wait_for_state(app, "wfr_fixed1", "RUN_SUCCESS")
+def test_logs_group_steps(app: NodeApp, fixed_run: str) -> None:
+    run = _wait_for_state(app, fixed_run, "RUN_SUCCESS")
     assert run["workflowUrl"] == app.workflow("/wf") and run["labels"] == ["ts-label"]
     groups = [(g["type"], sorted(s["stepName"] for s in g["steps"])) for g in run["steps"]]
     assert groups == [
