@@ -484,7 +484,8 @@ async def list_dlq(service: RelayService, request: ApiRequest, match: re.Match[s
     page = await service.list_dlq(_dlq_query(parse_query(request, s.DlqFilter), 100, 100))
     messages = [dlq_json(e) for e in page.items]
     if request.param("source") == "workflow":  # the workflow SDK's client.dlq.list
-        messages = await workflow_dlq.with_run_fields(service, page.items, messages)
+        filters = {k: v for k in workflow_dlq.RUN_FILTERS if (v := request.param(k))}
+        messages = await workflow_dlq.with_run_fields(service, page.items, messages, filters)
     return ApiResponse.json(_page(page.cursor, "messages", messages))
 
 

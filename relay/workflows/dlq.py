@@ -175,12 +175,21 @@ async def _started(service: RelayService, run_id: str) -> dict[str, Any]:
     return {"workflowRunId": run_id, "workflowCreatedAt": created}
 
 
+# The workflow DLQ's own filters (query parameters), matched against a message's run fields.
+RUN_FILTERS = ("workflowRunId", "workflowUrl", "workflowCreatedAt")
+
+
 async def with_run_fields(
-    service: RelayService, entries: Sequence[DlqEntry], shown: Sequence[dict[str, Any]]
+    service: RelayService,
+    entries: Sequence[DlqEntry],
+    shown: Sequence[dict[str, Any]],
+    filters: dict[str, str],
 ) -> list[dict[str, Any]]:
-    """The DLQ messages ``shown`` (one per entry) that are workflow runs', with their run."""
+    """The DLQ messages ``shown`` (one per entry) that are workflow runs' matching ``filters``
+    (of RUN_FILTERS), with their run."""
     result = []
     for entry, data in zip(entries, shown, strict=True):
-        if (fields := await workflow_fields(service, entry)) is not None:
+        fields = await workflow_fields(service, entry)
+        if fields is not None and all(str(fields[k]) == v for k, v in filters.items()):
             result.append({**data, **fields})
     return result

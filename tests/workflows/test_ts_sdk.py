@@ -211,8 +211,10 @@ def test_workflow_dlq_lists_restarts_resumes_and_deletes(app: NodeApp) -> None:
 
 
 def _dlq_of(app: NodeApp, run_id: str) -> list[Record]:
+    filtered = app.client("dlqList", {"filter": {"workflowRunId": run_id}})["messages"]
     messages: list[Record] = app.client("dlqList", {})["messages"]
-    return [m for m in messages if m["workflowRunId"] == run_id]
+    assert filtered == [m for m in messages if m["workflowRunId"] == run_id]
+    return filtered
 
 
 def test_cancel_of_a_sleeping_run(app: NodeApp) -> None:
