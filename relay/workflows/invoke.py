@@ -80,6 +80,13 @@ async def run_ended(
         return
     out = {"body": response, "isFailed": failed, "isCanceled": canceled}
     entry = {**pending["step"], "out": p.compact_json(out).decode()}
+    if (child := await service.backend.get_run(run_id)) is not None:  # for the parent's logs
+        entry.update(
+            invokedWorkflowRunId=child.run_id,
+            invokedWorkflowUrl=child.url,
+            invokedWorkflowCreatedAt=child.created_at,
+            invokedWorkflowRunBody=child.payload.decode("utf-8", "replace"),
+        )
     headers: dict[str, Any] = pending["headers"]
     result = PublishRequest(
         destination=pending["workflowUrl"],

@@ -27,6 +27,21 @@ from relay.workflows.protocol import CallType
 
 INITIAL_STEP = "init"
 DEFAULT_COUNT = 10
+# Fields a step log takes from its entry when there: the SDK's (sleep, call) and those relay
+# writes into the Wait and Invoke results it makes.
+_STEP_DETAILS = (
+    "sleepFor",
+    "sleepUntil",
+    "callUrl",
+    "callMethod",
+    "callHeaders",
+    "callBody",
+    "waitTimeoutDeadline",
+    "invokedWorkflowRunId",
+    "invokedWorkflowUrl",
+    "invokedWorkflowCreatedAt",
+    "invokedWorkflowRunBody",
+)
 _SCAN = 200  # messages of a URL read to find a run's pending ones and failure callback
 _PENDING = (MessageState.CREATED, MessageState.ACTIVE, MessageState.RETRY)
 _CALLBACK_STATES = {
@@ -235,7 +250,7 @@ def _step_log(entry: Entry, step: dict[str, Any]) -> dict[str, Any]:
         "retries": entry.retries,
         "headers": entry.headers,
     }
-    for key in ("sleepFor", "sleepUntil", "callUrl", "callMethod", "callHeaders", "callBody"):
+    for key in _STEP_DETAILS:
         if step.get(key) is not None:
             log[key] = step[key]
     if step.get("stepType") in ("Wait", "WaitForWebhook"):

@@ -235,7 +235,13 @@ async def _claim(service: RelayService, waiter: Waiter) -> bool:
 async def _resolve(service: RelayService, waiter: Waiter, data: bytes | None) -> str | None:
     """Publish the Wait step's result entry: the event's data (base64), or the timeout. The
     step keeps the SDK's own fields; a run that ended meanwhile refuses it, and that is fine."""
-    entry = {**waiter.step, "waitEventId": waiter.event_id, "timeout": waiter.timeout}
+    # Beyond the step's own fields and the result (all the SDK reads): what the logs show.
+    entry = {
+        **waiter.step,
+        "waitEventId": waiter.event_id,
+        "timeout": waiter.timeout,
+        "waitTimeoutDeadline": waiter.deadline,
+    }
     if data is None:
         entry["waitTimeout"] = True
         url, headers = waiter.timeout_url, waiter.timeout_headers

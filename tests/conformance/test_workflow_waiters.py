@@ -70,7 +70,8 @@ async def test_a_wait_times_out_at_its_deadline(
     await _wait(api, url, "wfr_t", "evt")
     status, waiters = await api.call("GET", "/v2/waiters/evt")
     assert status == 200 and [w["url"] for w in waiters] == [url]
-    assert waiters[0]["deadline"] == (clock.now_ms() + 5000) // 1000
+    deadline = clock.now_ms() + 5000
+    assert waiters[0]["deadline"] == deadline // 1000  # unix seconds
     clock.advance(4_999)
     assert (await scheduling.tick(relay.service)).next_fire == clock.now_ms() + 1
     clock.advance(1)
@@ -80,6 +81,7 @@ async def test_a_wait_times_out_at_its_deadline(
         **STEP,
         "waitEventId": "evt",
         "timeout": "5s",
+        "waitTimeoutDeadline": deadline,
         "waitTimeout": True,
     }
     assert await api.call("GET", "/v2/waiters/evt") == (200, [])

@@ -247,6 +247,15 @@ def test_wait_for_event_times_out(app: NodeApp) -> None:
     [waited] = app.wait_for("waited", run_id)
     assert waited["timedOut"] is True and waited["eventData"] is None
     assert waited["time"] - started >= 1000
+    [wait] = [
+        s for g in _run_log(app, run_id)["steps"] for s in g["steps"] if s["stepName"] == "wait"
+    ]
+    assert (wait["stepType"], wait["waitEventId"], wait["waitTimeout"]) == (
+        "Wait",
+        "evt-timeout",
+        True,
+    )
+    assert wait["waitTimeoutDuration"] == "1s" and wait["waitTimeoutDeadline"] >= started + 1000
 
 
 def test_notify_wakes_the_waiter(app: NodeApp) -> None:
@@ -294,6 +303,10 @@ def test_invoke_of_a_child_and_of_a_failing_child(app: NodeApp) -> None:
     child_run = _run_log(app, child["runId"])
     assert child_run["invoker"]["workflowRunId"] == run_id
     assert child_run["invoker"]["workflowUrl"] == app.workflow("/many/parent")
+    steps = [s for g in _run_log(app, run_id)["steps"] for s in g["steps"]]
+    [invoked] = [s for s in steps if s["stepName"] == "call-child"]
+    assert invoked["stepType"] == "Invoke" and invoked["invokedWorkflowRunId"] == child["runId"]
+    assert invoked["invokedWorkflowUrl"] == app.workflow("/many/child")
 
 
 def test_cancel_of_an_invoked_child_is_returned_to_its_parent(app: NodeApp) -> None:
