@@ -23,6 +23,7 @@ import orjson
 from relay import protocol as p
 from relay.protocol import ApiError, BadRequest
 from relay.service import _NOT_FORWARDED, PublishRequest, RelayService
+from relay.workflows import protocol as wp
 from relay.workflows.model import RunEnded, WorkflowRun
 
 log = logging.getLogger("relay.workflows.waiters")
@@ -30,7 +31,6 @@ log = logging.getLogger("relay.workflows.waiters")
 WAITER = "workflow_waiter"
 EARLY_EVENT = "workflow_early_event"
 DEFAULT_TIMEOUT = "7d"
-_RUN_ID = "upstash-workflow-runid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +120,7 @@ async def wait(
     if not isinstance(step, dict) or not isinstance(url, str) or not url:
         raise BadRequest("wait body needs 'url' and 'step'")
     own = _request_headers(headers)
-    run_id = _first(own, _RUN_ID) or _first(request.get("timeoutHeaders") or {}, _RUN_ID)
+    run_id = _first(own, wp.H_RUN_ID) or _first(request.get("timeoutHeaders") or {}, wp.H_RUN_ID)
     if not run_id:
         raise BadRequest("wait needs the Upstash-Workflow-RunId header")
     run = await _going_on(service, run_id)
