@@ -17,6 +17,7 @@ from relay.models import Attempt, DlqEntry, MessageState
 from relay.protocol import BadRequest
 from relay.service import PublishRequest, RelayService
 from relay.workflows import protocol as wp
+from relay.workflows import run_messages
 from relay.workflows.model import RunState, WorkflowRun
 from relay.workflows.protocol import CallType
 
@@ -36,6 +37,8 @@ async def workflow_fields(service: RelayService, entry: DlqEntry) -> dict[str, A
     }
     if entry.message.failure_callback:
         fields["failureCallback"] = entry.message.failure_callback
+        _, state = await run_messages.failure_callback(service, run, entry)
+        fields["failureCallbackInfo"] = {"state": state}
     return fields
 
 

@@ -190,6 +190,8 @@ def test_workflow_dlq_lists_restarts_resumes_and_deletes(app: NodeApp) -> None:
     app.wait_for("failure", run_id)
     [failed] = _dlq_of(app, run_id)
     assert failed["workflowUrl"] == app.workflow("/wf-fail") and failed["responseStatus"] == 500
+    assert failed["failureCallback"] == app.workflow("/wf-fail")
+    assert failed["failureCallbackInfo"]["state"] in ("CALLBACK_INPROGRESS", "CALLBACK_SUCCESS")
 
     restarted = app.client("dlqRestart", {"dlqId": failed["dlqId"], "retries": 0})
     new_id = restarted["workflowRunId"]
