@@ -19,6 +19,10 @@ from relay.models import Attempt, DlqEntry, Event, Lease, Message, MessageState,
 from relay.retry import Outcome, RetryDelay, classify, next_retry_delay_ms
 from relay.service import RelayService
 from relay.signing import SigningKeys, sign
+from relay.workflows import protocol as wp
+from relay.workflows import runs
+from relay.workflows.model import WorkflowRun
+from relay.workflows.protocol import CallType
 
 log = logging.getLogger("relay.delivery")
 
@@ -35,12 +39,22 @@ class Deliverer:
 
     async def deliver(self, lease: Lease) -> bool:
         """Attempt ``lease``'s message and store the outcome; False if the lease was lost."""
-        attempt = await self.attempt(lease.message)
+        message, sent, run = lease.message, lease.message, None
+        if message.run_id is not None:  # a workflow run's: sent as the run's protocol says
+            run = await self.service.backend.get_run(message.run_id)
+            prepared = await runs.outgoing(self.service, message, run)
+            if prepared is None:  # its run has ended: dropped unsent
+                await self.service.backend.cancel([message.id], self.service.clock.now_ms())
+                return True
+            sent = prepared
+        attempt = await self.attempt(sent)
         now = self.service.clock.now_ms()
-        settlement = self.settle(lease.message, attempt, now)
+        settlement = self.settle(message, attempt, now, run=run)
         stored = await self.service.backend.settle(lease, settlement, now)
         if stored:  # a lost lease is attempted again: counted once, when its outcome is stored
-            self.service.metrics.settled(lease.message, attempt, settlement, now)
+            self.service.metrics.settled(message, attempt, settlement, now)
+            if settlement.fails_run is not None:
+                await runs.failed(self.service, settlement.fails_run)
         return stored
 
     async def attempt(self, message: Message) -> Attempt:
@@ -74,13 +88,18 @@ class Deliverer:
             status=None, headers=[], body=b"", error=error, duration_ms=_elapsed_ms(started)
         )
 
-    def settle(self, message: Message, attempt: Attempt, now: int) -> Settlement:
-        """The outcome of one attempt: delivered, retried later, or failed to the DLQ."""
+    def settle(
+        self, message: Message, attempt: Attempt, now: int, *, run: WorkflowRun | None = None
+    ) -> Settlement:
+        """The outcome of one attempt: delivered, retried later, or failed to the DLQ (and
+        with it the workflow ``run`` the message drives, if any)."""
         outcome = classify(attempt.status, attempt.headers)
         detail = _response_detail(attempt)
         follow_ups: list[Message] = []
         if message.callback:
-            follow_ups.append(self._callback(message, attempt, now, failure=False))
+            follow_ups.append(
+                callback_message(self.service, message, attempt, now, failure=False, run=run)
+            )
         if outcome is Outcome.DELIVERED:
             state, retried, next_due, dlq = MessageState.DELIVERED, message.retried, None, None
         elif outcome is Outcome.RETRYABLE and message.retried < message.max_retries:
@@ -106,10 +125,15 @@ class Deliverer:
             )
             detail["dlqId"] = dlq.dlq_id
             if message.failure_callback:
-                follow_ups.append(self._callback(message, attempt, now, failure=True, dlq=dlq))
+                follow_ups.append(
+                    callback_message(
+                        self.service, message, attempt, now, failure=True, dlq=dlq, run=run
+                    )
+                )
         for follow_up in follow_ups:
             queues.inherit_slot(follow_up, message)
         events = [Event.of(message, state, now, **detail)]
+        drives_run = run is not None and dlq is not None and message.call_type in _DRIVES_RUN
         return Settlement(
             state=state,
             retried=retried,
@@ -117,61 +141,75 @@ class Deliverer:
             events=events,
             follow_ups=follow_ups,
             dlq=dlq,
+            fails_run=run.run_id if run is not None and drives_run else None,
         )
 
-    def _callback(
-        self,
-        message: Message,
-        attempt: Attempt,
-        now: int,
-        *,
-        failure: bool,
-        dlq: DlqEntry | None = None,
-    ) -> Message:
-        body: dict[str, Any] = {
-            "status": attempt.status or 0,
-            "header": p.header_map(attempt.headers),
-            "body": p.b64(attempt.body if attempt.status else (attempt.error or "").encode()),
-            "retried": message.retried,
-            "maxRetries": message.max_retries,
-            "sourceMessageId": message.id,
-            "url": message.url,
-            "method": message.method,
-            "sourceHeader": p.header_map(message.headers),
-            "sourceBody": p.b64(message.body),
-            "notBefore": message.not_before,
-            "createdAt": message.created_at,
-        }
-        for key, value in (
-            ("topicName", message.topic_name),
-            ("endpointName", message.endpoint_name),
-            ("scheduleId", message.schedule_id),
-            ("callerIP", message.caller_ip),
-        ):
-            if value is not None:
-                body[key] = value
-        if dlq is not None:
-            body["dlqId"] = dlq.dlq_id
-        url = message.failure_callback if failure else message.callback
-        family = message.failure_callback_headers if failure else message.callback_headers
-        assert url is not None
-        headers = {p.H_CONTENT_TYPE: "application/json", **family}
-        return self.service.build_follow_up(url, headers, p.compact_json(body), now=now)
+
+def callback_message(
+    service: RelayService,
+    message: Message,
+    attempt: Attempt,
+    now: int,
+    *,
+    failure: bool,
+    dlq: DlqEntry | None = None,
+    run: WorkflowRun | None = None,
+) -> Message:
+    """The callback (or failure callback) message of one attempt of ``message``; for a
+    workflow ``run``, a failure callback carries the run's initial payload."""
+    body: dict[str, Any] = {
+        "status": attempt.status or 0,
+        "header": p.header_map(attempt.headers),
+        "body": p.b64(attempt.body if attempt.status else (attempt.error or "").encode()),
+        "retried": message.retried,
+        "maxRetries": message.max_retries,
+        "sourceMessageId": message.id,
+        "url": message.url,
+        "method": message.method,
+        "sourceHeader": p.header_map(message.headers),
+        "sourceBody": p.b64(message.body),
+        "notBefore": message.not_before,
+        "createdAt": message.created_at,
+    }
+    for key, value in (
+        ("topicName", message.topic_name),
+        ("endpointName", message.endpoint_name),
+        ("scheduleId", message.schedule_id),
+        ("callerIP", message.caller_ip),
+    ):
+        if value is not None:
+            body[key] = value
+    if dlq is not None:
+        body["dlqId"] = dlq.dlq_id
+    url = message.failure_callback if failure else message.callback
+    family = message.failure_callback_headers if failure else message.callback_headers
+    assert url is not None
+    headers = {p.H_CONTENT_TYPE: "application/json", **family}
+    if run is not None:
+        if failure:  # the failure function gets the run's initial payload
+            body.update(
+                sourceBody=p.b64(run.payload),
+                workflowRunId=run.run_id,
+                workflowCreatedAt=run.created_at,
+                workflowUrl=run.url,
+                failureUrl=url,
+            )
+        else:  # context.call's callback: a message of the run to its workflow URL
+            headers = dict(wp.with_run_level(list(headers.items()), run.settings))
+    return service.build_follow_up(url, headers, p.compact_json(body), now=now)
 
 
 def delivery_headers(message: Message, keys: SigningKeys) -> dict[str, str]:
     """The request headers of one attempt: forwarded ones, then relay's own (which win): the
     QStash signature and, when the relay has a webhook secret or keys, Standard Webhooks'."""
     now = int(time.time())
-    headers = dict(message.headers)
-    headers.update(
-        {
-            p.D_SIGNATURE: sign(keys.current, url=message.url, body=message.body, now=now),
-            p.D_MESSAGE_ID: message.id,
-            p.D_RETRIED: str(message.retried),
-            "User-Agent": p.USER_AGENT,
-        }
-    )
+    own = {
+        p.D_SIGNATURE: sign(keys.current, url=message.url, body=message.body, now=now),
+        p.D_MESSAGE_ID: message.id,
+        p.D_RETRIED: str(message.retried),
+        "User-Agent": p.USER_AGENT,
+    }
+    headers = dict(p.with_headers(message.headers, own))
     for name, value in (
         (p.D_TOPIC, message.topic_name),
         (p.D_SCHEDULE, message.schedule_id),
@@ -190,6 +228,10 @@ def delivery_headers(message: Message, keys: SigningKeys) -> dict[str, str]:
             )
         )
     return headers
+
+
+# The messages whose failure fails their run: those to the workflow URL that carry it on.
+_DRIVES_RUN = frozenset({CallType.STEP, CallType.FROM_CALLBACK})
 
 
 def _response_detail(attempt: Attempt) -> dict[str, Any]:

@@ -68,6 +68,11 @@ class Message:
     dedup_key: str | None = None
     state: MessageState = MessageState.CREATED
     retried: int = 0
+    # A message of a workflow run (relay.workflows): its run, its `Upstash-Workflow-CallType`,
+    # and for a step its entry's index in the run (given when it is accepted; 0: the Init).
+    run_id: str | None = None
+    call_type: str | None = None
+    entry: int | None = None
 
     def to_record(self) -> dict[str, Any]:
         """Everything but the body, JSON-ready (backends store the body as bytes beside it)."""
@@ -163,6 +168,9 @@ class Settlement:
     events: list[Event]
     follow_ups: list[Message] = field(default_factory=list)  # callbacks, published with it
     dlq: DlqEntry | None = None
+    # A workflow message failed: its run fails with it (``dlq`` named), and the follow-ups (the
+    # failure callback) are stored only if this settlement is what ended the run.
+    fails_run: str | None = None
 
 
 @dataclass(slots=True)

@@ -40,6 +40,7 @@ D_TOPIC = "Upstash-Topic-Name"
 D_SCHEDULE = "Upstash-Schedule-Id"
 D_CALLER_IP = "Upstash-Caller-Ip"
 D_NON_RETRYABLE = "Upstash-NonRetryable-Error"
+D_CONTENT_TYPE = "Content-Type"
 USER_AGENT = "Upstash-QStash"
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
@@ -177,6 +178,13 @@ def header_map(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     for name, value in pairs:
         result.setdefault(name, []).append(value)
     return result
+
+
+def with_headers(pairs: Iterable[tuple[str, str]], own: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``pairs`` with ``own`` set: a name in ``own`` replaces every spelling of it in ``pairs``,
+    so that no header goes out twice in two cases."""
+    replaced = {name.lower() for name in own}
+    return [(k, v) for k, v in pairs if k.lower() not in replaced] + list(own.items())
 
 
 def lower_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -33,6 +33,8 @@ from relay.protocol import ApiError, BadRequest, NotFound
 from relay.retry import RetryDelay
 from relay.signing import SigningKeys, generate_key, generate_keys
 from relay.stats import DeliveryStats, summarize
+from relay.workflows import protocol as wp
+from relay.workflows.model import WorkflowRun
 
 Headers = Sequence[tuple[str, str]]
 URL_GROUP = "url_group"
@@ -40,11 +42,10 @@ OUTCOME_LIMIT = 50_000  # outcomes read for the console's figures
 _GROUP_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _CANCEL_CHUNK = 500  # message ids per backend call (SQLite binds one variable per id)
 
-# Headers never forwarded by `Upstash-Header-Forward: true`: hop-by-hop, the caller's credentials,
-# and what the relay sets itself.
-_NOT_FORWARDED = frozenset(
+# Headers never delivered, even when named by `Upstash-Forward-*` (the Python workflow SDK
+# forwards every header of the delivery it got): hop-by-hop framing, and what relay sets itself.
+_NEVER_FORWARDED = frozenset(
     {
-        "authorization",
         "host",
         "content-length",
         "connection",
@@ -53,13 +54,20 @@ _NOT_FORWARDED = frozenset(
         "te",
         "trailer",
         "upgrade",
-        "proxy-authorization",
-        "proxy-connection",
-        "expect",
         "accept-encoding",
-        "user-agent",
+        p.D_SIGNATURE.lower(),
+        p.D_MESSAGE_ID.lower(),
+        p.D_RETRIED.lower(),
     }
 )
+# Nor by `Upstash-Header-Forward: true`: the caller's credentials and proxy headers either.
+_NOT_FORWARDED = _NEVER_FORWARDED | {
+    "authorization",
+    "proxy-authorization",
+    "proxy-connection",
+    "expect",
+    "user-agent",
+}
 
 
 @dataclass(slots=True)
@@ -94,6 +102,7 @@ class _Options:
     label: str | None
     redact: str | None
     flow_control: flow_control.FlowControl | None = None
+    workflow: wp.RunHeaders | None = None
 
 
 class RelayService:
@@ -136,8 +145,8 @@ class RelayService:
         """Publish one message (one per endpoint for a URL group); returns the status and the
         JSON answer QStash gives: an object, or for a URL group a list."""
         now = self.clock.now_ms()
-        messages = await self._messages_for(request, now)
-        accepted = await self._accept(messages, now)
+        messages, runs = await self._expand(request, now)
+        accepted = await self._accept(messages, now, runs=runs)
         if not is_url(request.destination):
             return 201, [_accepted_json(a, with_url=True) for a in accepted]
         only = accepted[0]
@@ -151,15 +160,17 @@ class RelayService:
             raise BadRequest(f"batch has more than {self.settings.max_batch_messages} messages")
         now = self.clock.now_ms()
         messages: list[Message] = []
+        runs: list[WorkflowRun] = []
         sizes: list[int | None] = []  # None: a URL item; n: a URL group of n endpoints
         for index, request in enumerate(requests):
             try:
-                expanded = await self._messages_for(request, now)
+                expanded, started = await self._expand(request, now)
             except ApiError as exc:
                 raise type(exc)(f"batch item {index}: {exc.message}", exc.status) from None
             messages.extend(expanded)
+            runs.extend(started)
             sizes.append(None if is_url(request.destination) else len(expanded))
-        accepted = iter(await self._accept(messages, now))
+        accepted = iter(await self._accept(messages, now, runs=runs))
         answer: list[Any] = []
         for size in sizes:
             if size is None:
@@ -176,18 +187,34 @@ class RelayService:
         return await self._accept(messages, self.clock.now_ms(), dedup_window_ms)
 
     async def _accept(
-        self, messages: Sequence[Message], now: int, dedup_window_ms: int | None = None
+        self,
+        messages: Sequence[Message],
+        now: int,
+        dedup_window_ms: int | None = None,
+        *,
+        runs: Sequence[WorkflowRun] = (),
     ) -> list[Accepted]:
         events = [created_event(m, now) for m in messages]
         if dedup_window_ms is None:
             dedup_window_ms = self.settings.dedup_window_seconds * 1000
-        accepted = await self.backend.accept(messages, events, now, dedup_window_ms)
+        if any(m.run_id is not None for m in messages):
+            accepted = await self.backend.accept_run_messages(
+                messages, events, now, dedup_window_ms, runs
+            )
+        else:
+            accepted = await self.backend.accept(messages, events, now, dedup_window_ms)
         self.metrics.accepted(messages, accepted)
         for listener in self._listeners:
             listener()
         return accepted
 
     async def _messages_for(self, request: PublishRequest, now: int) -> list[Message]:
+        return (await self._expand(request, now))[0]
+
+    async def _expand(
+        self, request: PublishRequest, now: int
+    ) -> tuple[list[Message], list[WorkflowRun]]:
+        """The messages of one publish, and the workflow run its Init message starts."""
         destination = request.destination
         if not destination:
             raise BadRequest("destination is missing: publish to /v2/publish/<url>")
@@ -204,8 +231,14 @@ class RelayService:
                 f"body of {len(request.body)} bytes is over the limit of "
                 f"{self.settings.max_body_bytes} bytes"
             )
-        headers = {**p.lower_headers(request.query_headers), **p.lower_headers(request.headers)}
-        options = self._options(headers, request.headers)
+        original = request.headers
+        run_headers = wp.classify(p.lower_headers(original))
+        if run_headers is not None and wp.takes_run_level(run_headers):
+            run = await self.backend.get_run(run_headers.run_id)
+            if run is not None:  # unknown or ended: the backend refuses the message
+                original = wp.with_run_level(original, run.settings)
+        headers = {**p.lower_headers(request.query_headers), **p.lower_headers(original)}
+        options = self._options(headers, original)
         if request.queue is not None:
             await queues.ensure(self, request.queue)
         messages = []
@@ -216,7 +249,22 @@ class RelayService:
             message.topic_name, message.endpoint_name = topic, endpoint
             message.queue_name = request.queue
             messages.append(message)
-        return messages
+        runs = []
+        if run_headers is not None and run_headers.init:
+            if len(messages) != 1:
+                raise BadRequest("a workflow run starts with a publish to one URL")
+            runs.append(
+                WorkflowRun(
+                    run_id=run_headers.run_id,
+                    url=messages[0].url,
+                    created_at=now,
+                    message_id=messages[0].id,
+                    payload=request.body,
+                    settings=wp.run_level(original),
+                    label=options.label,
+                )
+            )
+        return messages, runs
 
     def build_message(
         self,
@@ -257,6 +305,8 @@ class RelayService:
             redact=options.redact,
             **_flow_fields(options.flow_control),
             dedup_key=dedup_key,
+            run_id=options.workflow.run_id if options.workflow else None,
+            call_type=str(options.workflow.call_type) if options.workflow else None,
         )
 
     def build_follow_up(
@@ -269,6 +319,7 @@ class RelayService:
     def _options(self, headers: dict[str, str], original: Headers) -> _Options:
         """Parse and validate publish headers (``headers`` lower-cased, ``original`` as sent)."""
         s = self.settings
+        workflow = wp.classify(headers)
         method = headers.get(p.H_METHOD, "POST").strip().upper()
         if method not in p.METHODS:
             raise BadRequest(
@@ -284,7 +335,8 @@ class RelayService:
                     f"invalid Upstash-Delay {raw!r}: more than {s.max_delay_seconds} seconds"
                 )
             delay_ms = int(delay * 1000)
-        retries = s.default_retries
+        # The workflow SDKs leave the header out when the user chose 3, whatever relay's default
+        retries = wp.DEFAULT_RETRIES if workflow else s.default_retries
         if (raw := headers.get(p.H_RETRIES)) is not None:
             retries = p.parse_int(raw, what="Upstash-Retries", maximum=s.max_retries)
         retry_delay = headers.get(p.H_RETRY_DELAY)
@@ -335,6 +387,7 @@ class RelayService:
             flow_control=flow_control.parse(
                 headers.get(flow_control.H_KEY), headers.get(flow_control.H_VALUE)
             ),
+            workflow=workflow,
         )
 
     def _family(
@@ -589,7 +642,7 @@ def _forwarded(headers: dict[str, str], original: Headers) -> list[tuple[str, st
             target = name
         else:
             continue
-        if target.lower() in seen:
+        if target.lower() in seen or target.lower() in _NEVER_FORWARDED:
             continue
         seen.add(target.lower())
         result.append((target, headers.get(lower, value) if lower == p.H_CONTENT_TYPE else value))

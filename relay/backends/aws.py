@@ -113,6 +113,7 @@ from relay.models import (
     split_labels,
 )
 from relay.protocol import BadRequest
+from relay.workflows.model import RunEntry, RunLogQuery, RunQuery, RunState, WorkflowRun
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -1481,6 +1482,38 @@ class AwsBackend:
         low, high = _bounds(since, None, None)
         found, _ = await self._log_newest(low, high, set(_OUTCOMES), lambda f: True, limit)
         return [(f.event.time, f.event.state, f.event.detail.get("duration")) for f in found]
+
+    # --- workflow runs: a temporary seam, replaced by the AWS runs implementation ------------
+
+    async def accept_run_messages(
+        self,
+        messages: Sequence[Message],
+        events: Sequence[Event],
+        now: int,
+        dedup_window: int,
+        runs: Sequence[WorkflowRun],
+    ) -> list[Accepted]:
+        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+
+    async def get_run(self, run_id: str) -> WorkflowRun | None:
+        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+
+    async def run_entries(self, run_id: str, upto: int | None = None) -> list[RunEntry]:
+        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+
+    async def end_run(
+        self, run_id: str, state: RunState, now: int, *, response: str | None = None
+    ) -> tuple[WorkflowRun, bool] | None:
+        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+
+    async def find_runs(self, query: RunQuery) -> list[WorkflowRun]:
+        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+
+    async def list_runs(self, query: RunLogQuery) -> list[WorkflowRun]:
+        raise NotImplementedError("workflow runs on AWS: not implemented yet")
+
+    async def copy_run(self, source: str, run: WorkflowRun, upto: int | None) -> None:
+        raise NotImplementedError("workflow runs on AWS: not implemented yet")
 
     async def _newest(
         self,

@@ -29,6 +29,7 @@ from relay.models import (
     QueueStats,
     Settlement,
 )
+from relay.workflows.model import RunEntry, RunLogQuery, RunQuery, RunState, WorkflowRun
 
 
 class Backend(Protocol):
@@ -71,7 +72,9 @@ class Backend(Protocol):
     async def settle(self, lease: Lease, settlement: Settlement, now: int) -> bool:
         """Store an attempt's outcome, its events, follow-up messages and DLQ entry atomically and
         end (or, for RETRY, re-time) the lease. False if the lease was lost or the message was
-        cancelled meanwhile; then nothing but the events is stored."""
+        cancelled meanwhile; then nothing but the events is stored. A settlement that
+        ``fails_run`` ends that run as failed; if the run had ended before, its follow-ups are
+        not stored (one failure callback per run)."""
 
     async def cancel(self, message_ids: Sequence[str], now: int) -> list[str]:
         """Cancel messages not yet finished; returns the ids cancelled (CANCELED event each)."""
@@ -137,6 +140,48 @@ class Backend(Protocol):
     async def list_outcomes(self, since: int, limit: int) -> list[Outcome]:
         """The attempt outcomes (DELIVERED, RETRY and FAILED events) at or after ``since``,
         newest first, at most ``limit``: throughput and latency figures."""
+
+    # --- workflow runs (relay.workflows) ------------------------------------------------------
+    # A run and its entries change only together with the messages that carry them, so that a
+    # backend can do each change in one conditional transaction (DynamoDB: a run item with its
+    # state and entry count as the condition, entry items, message items).
+
+    async def accept_run_messages(
+        self,
+        messages: Sequence[Message],
+        events: Sequence[Event],
+        now: int,
+        dedup_window: int,
+        runs: Sequence[WorkflowRun],
+    ) -> list[Accepted]:
+        """``accept`` for a publish holding workflow messages (``run_id`` set). The Init message
+        of each of ``runs`` (``run.message_id``) creates it with entry 0 (a known run id: the
+        message is not stored, its answer is the Init message's id, ``deduplicated``); every
+        other step message becomes its run's next entry, in the order given, its ``entry`` set
+        to the index. A run message other than a failure call for a run that has ended or is
+        unknown raises RunEnded, and nothing is stored."""
+
+    async def get_run(self, run_id: str) -> WorkflowRun | None: ...
+
+    async def run_entries(self, run_id: str, upto: int | None = None) -> list[RunEntry]:
+        """A run's entries in order, from entry 0 up to and including ``upto`` (all: None)."""
+
+    async def end_run(
+        self, run_id: str, state: RunState, now: int, *, response: str | None = None
+    ) -> tuple[WorkflowRun, bool] | None:
+        """End a run (success, failure or cancel) keeping ``response``; idempotent: the run,
+        and whether this call ended it (False: it had ended before). None if unknown."""
+
+    async def find_runs(self, query: RunQuery) -> list[WorkflowRun]:
+        """The runs not yet ended that ``query`` matches, oldest first, at most its count."""
+
+    async def list_runs(self, query: RunLogQuery) -> list[WorkflowRun]:
+        """Runs in any state, newest first, that ``query`` matches (the workflow logs):
+        those created before its cursor, at most its count."""
+
+    async def copy_run(self, source: str, run: WorkflowRun, upto: int | None) -> None:
+        """Create ``run`` (entry 0: its payload) with the entries 1 to ``upto`` (all: None) of
+        run ``source`` after it, undelivered: a failed run resumed from the DLQ."""
 
 
 def kept_events(events: Sequence[Event], stored_ids: Collection[str]) -> list[Event]:

@@ -21,6 +21,7 @@ from typing import IO, Any, TypeVar
 import orjson
 
 from relay.backends import sqlite_gates as gates
+from relay.backends import sqlite_runs as _runs
 from relay.backends.base import kept_events
 from relay.flow_control import FlowKey, FlowKeyUsage
 from relay.models import (
@@ -39,6 +40,7 @@ from relay.models import (
     QueueStats,
     Settlement,
 )
+from relay.workflows.model import RunEntry, RunLogQuery, RunQuery, RunState, WorkflowRun
 
 T = TypeVar("T")
 _Op = tuple[
@@ -156,7 +158,7 @@ class _Connection:
             conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache
             conn.execute("PRAGMA mmap_size=268435456")
             conn.execute("PRAGMA temp_store=MEMORY")
-            conn.executescript(SCHEMA + gates.SCHEMA)
+            conn.executescript(SCHEMA + gates.SCHEMA + _runs.SCHEMA)
         except BaseException as exc:  # reported to start()
             self._error = exc
             self._ready.set()
@@ -316,6 +318,42 @@ class SqliteBackend:
     ) -> list[Accepted]:
         return await self._conn.run(lambda c: _accept(c, messages, events, now, dedup_window))
 
+    async def accept_run_messages(
+        self,
+        messages: Sequence[Message],
+        events: Sequence[Event],
+        now: int,
+        dedup_window: int,
+        runs: Sequence[WorkflowRun],
+    ) -> list[Accepted]:
+        def op(c: sqlite3.Connection) -> list[Accepted]:
+            def store(kept: Sequence[Message]) -> list[Accepted]:
+                return _accept(c, kept, events, now, dedup_window)
+
+            return _runs.accept(c, messages, now, runs, store)
+
+        return await self._conn.run(op)
+
+    async def get_run(self, run_id: str) -> WorkflowRun | None:
+        return await self._conn.run(lambda c: _runs.get(c, run_id), durable=False)
+
+    async def run_entries(self, run_id: str, upto: int | None = None) -> list[RunEntry]:
+        return await self._conn.run(lambda c: _runs.entries(c, run_id, upto), durable=False)
+
+    async def end_run(
+        self, run_id: str, state: RunState, now: int, *, response: str | None = None
+    ) -> tuple[WorkflowRun, bool] | None:
+        return await self._conn.run(lambda c: _runs.end(c, run_id, state, now, response=response))
+
+    async def find_runs(self, query: RunQuery) -> list[WorkflowRun]:
+        return await self._conn.run(lambda c: _runs.find(c, query), durable=False)
+
+    async def list_runs(self, query: RunLogQuery) -> list[WorkflowRun]:
+        return await self._conn.run(lambda c: _runs.listed(c, query), durable=False)
+
+    async def copy_run(self, source: str, run: WorkflowRun, upto: int | None) -> None:
+        await self._conn.run(lambda c: _runs.copy(c, source, run, upto))
+
     async def lease(self, now: int, limit: int, visibility: int) -> list[Lease]:
         if limit <= 0:
             return []
@@ -374,7 +412,13 @@ class SqliteBackend:
             gates.settled(c, message.id, settlement.state, settlement.next_due)
             if settlement.dlq is not None:
                 _insert_dlq(c, settlement.dlq)
-            _accept(c, settlement.follow_ups, settlement.events, now, 0)
+            follow_ups = settlement.follow_ups
+            if settlement.fails_run is not None:
+                dlq_id = settlement.dlq.dlq_id if settlement.dlq else None
+                ended = _runs.end(c, settlement.fails_run, RunState.RUN_FAILED, now, dlq_id=dlq_id)
+                if ended is None or not ended[1]:
+                    follow_ups = []  # the run had ended: its failure was reported before
+            _accept(c, follow_ups, settlement.events, now, 0)
             return True
 
         return await self._conn.run(op, durable=False)

@@ -26,6 +26,8 @@ from relay.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from relay.models import DlqQuery, EventQuery, MessageState, PendingQuery
 from relay.protocol import ApiError, BadRequest, NotFound, Unauthorized
 from relay.service import PublishRequest, RelayService
+from relay.workflows import dlq as workflow_dlq
+from relay.workflows import invoke
 
 log = logging.getLogger("relay.http")
 
@@ -266,7 +268,11 @@ def _publish_request(request: ApiRequest, destination: str) -> PublishRequest:
 async def publish(service: RelayService, request: ApiRequest, match: re.Match[str]) -> ApiResponse:
     """The destination is the rest of the path, unencoded, with the request's query string
     (a URL group's name otherwise); 202 answers a deduplicated publish."""
-    status, answer = await service.publish(_publish_request(request, match["destination"]))
+    publish_request = _publish_request(request, match["destination"])
+    if invoke.requested(request.headers):  # a workflow's context.invoke starts a child run
+        status, answer = await invoke.start(service, publish_request)
+    else:
+        status, answer = await service.publish(publish_request)
     return ApiResponse.json(answer, status)
 
 
@@ -476,7 +482,11 @@ def _dlq_query(given: s.DlqFilter, count: int, maximum: int) -> DlqQuery:
 async def list_dlq(service: RelayService, request: ApiRequest, match: re.Match[str]) -> ApiResponse:
     """Newest first, 100 at most per page."""
     page = await service.list_dlq(_dlq_query(parse_query(request, s.DlqFilter), 100, 100))
-    return ApiResponse.json(_page(page.cursor, "messages", [dlq_json(e) for e in page.items]))
+    messages = [dlq_json(e) for e in page.items]
+    if request.param("source") == "workflow":  # the workflow SDK's client.dlq.list
+        filters = {k: v for k in workflow_dlq.RUN_FILTERS if (v := request.param(k))}
+        messages = await workflow_dlq.with_run_fields(service, page.items, messages, filters)
+    return ApiResponse.json(_page(page.cursor, "messages", messages))
 
 
 @route("GET", r"/v2/dlq/(?P<id>[^/]+)", summary="Get a DLQ message", response=s.DlqMessage)
@@ -754,4 +764,6 @@ async def metrics(service: RelayService, request: ApiRequest, match: re.Match[st
 # The web console's pages share this route table, so every transport serves them; imported last
 # because they register through `route` above. Jinja2 is loaded on the first console request.
 import relay.console.pages  # noqa: E402
-import relay.http.queue_api  # noqa: E402, F401  (queues and flow control)
+import relay.http.queue_api  # noqa: E402  (queues and flow control)
+import relay.http.workflow_api  # noqa: E402  (workflow runs)
+import relay.http.workflow_events_api  # noqa: E402, F401  (workflow waits and logs)

@@ -1,0 +1,112 @@
+"""context.invoke (reference F7): a publish with ``Upstash-Workflow-Invoke: true`` starts a child
+run from the wrapper the parent's SDK sent, and when the child ends (success, failure, cancel)
+relay writes the Invoke step's result entry into the parent by publishing it to the parent's
+URL with the headers the wrapper named, as the SDK would publish any step.
+
+Two records per child run: the *invoker* (the parent, kept for the child's logs) and the
+*pending result* (what to publish to the parent), deleted by whoever publishes the result, so a
+child's end is reported to its parent once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from relay import protocol as p
+from relay.protocol import ApiError, BadRequest
+from relay.service import PublishRequest, RelayService
+from relay.workflows import protocol as wp
+
+log = logging.getLogger("relay.workflows.invoke")
+
+INVOKER = "workflow_invoker"
+PENDING_RESULT = "workflow_invoke_result"
+H_INVOKE = "upstash-workflow-invoke"
+
+
+def requested(headers: Iterable[tuple[str, str]]) -> bool:
+    """Whether a publish is an invoke (``Upstash-Workflow-Invoke: true``)."""
+    return any(k.lower() == H_INVOKE and p.parse_bool(v) for k, v in headers)
+
+
+async def start(service: RelayService, request: PublishRequest) -> tuple[int, Any]:
+    """Start the child run of an invoke publish; the publish answer of the child's Init."""
+    wrapper = _wrapper(request.body)
+    child_id = next((v for k, v in request.headers if k.lower() == wp.H_RUN_ID), None)
+    if not child_id:
+        raise BadRequest("invoke needs the child's Upstash-Workflow-RunId header")
+    invoker = {
+        "workflowRunId": wrapper["workflowRunId"],
+        "workflowUrl": wrapper["workflowUrl"],
+        "workflowRunCreatedAt": wrapper.get("workflowRunCreatedAt"),
+    }
+    pending = {"headers": wrapper.get("headers") or {}, "step": wrapper["step"], **invoker}
+    await service.backend.put_record(INVOKER, child_id, invoker)
+    await service.backend.put_record(PENDING_RESULT, child_id, pending)
+    child = replace(
+        request,
+        headers=[(k, v) for k, v in request.headers if k.lower() != H_INVOKE],
+        body=str(wrapper.get("body") or "").encode(),
+    )
+    try:
+        return await service.publish(child)
+    except ApiError:
+        await service.backend.delete_record(PENDING_RESULT, child_id)
+        await service.backend.delete_record(INVOKER, child_id)
+        raise
+
+
+async def invoker_of(service: RelayService, run_id: str) -> dict[str, Any] | None:
+    """The parent that invoked ``run_id`` (the logs' ``invoker``), if any."""
+    return await service.backend.get_record(INVOKER, run_id)
+
+
+async def run_ended(
+    service: RelayService,
+    run_id: str,
+    *,
+    response: str | None,
+    failed: bool = False,
+    canceled: bool = False,
+) -> None:
+    """A run ended: if it was invoked, publish its result to the parent (once)."""
+    pending = await service.backend.get_record(PENDING_RESULT, run_id)
+    if pending is None or not await service.backend.delete_record(PENDING_RESULT, run_id):
+        return
+    out = {"body": response, "isFailed": failed, "isCanceled": canceled}
+    entry = {**pending["step"], "out": p.compact_json(out).decode()}
+    if (child := await service.backend.get_run(run_id)) is not None:  # for the parent's logs
+        entry.update(
+            invokedWorkflowRunId=child.run_id,
+            invokedWorkflowUrl=child.url,
+            invokedWorkflowCreatedAt=child.created_at,
+            invokedWorkflowRunBody=child.payload.decode("utf-8", "replace"),
+        )
+    headers: dict[str, Any] = pending["headers"]
+    result = PublishRequest(
+        destination=pending["workflowUrl"],
+        headers=[(k, str(v[0] if isinstance(v, list) else v)) for k, v in headers.items() if v],
+        body=p.compact_json(entry),
+    )
+    try:
+        await service.publish(result)
+    except ApiError as exc:  # the parent ended meanwhile (cancelled): nothing waits for it
+        log.info("run %s: its result to invoker %s was refused: %s", run_id, pending, exc)
+
+
+def _wrapper(body: bytes) -> dict[str, Any]:
+    try:
+        wrapper = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("an invoke body must be JSON") from None
+    if not isinstance(wrapper, dict) or not all(
+        isinstance(wrapper.get(key), want)
+        for key, want in (("workflowRunId", str), ("workflowUrl", str), ("step", dict))
+    ):
+        raise BadRequest("an invoke body needs workflowRunId, workflowUrl and step")
+    return wrapper

@@ -1,0 +1,257 @@
+"""Workflow run logs (reference F9): ``GET /v2/workflows/events`` (what the JS SDK's
+``client.logs`` calls) and ``GET /v2/workflows/logs`` (the documented path), one shape: a page of
+runs, each with its state, response, invoker, failure function and its steps in groups.
+
+Groups are read off the run's entries: a step of a parallel group is written by the SDK twice,
+first as a plan (``stepId`` 0, ``targetStep``), then as a result (``concurrent`` > 1); results
+gather in a ``parallel`` group of ``concurrent`` steps, plans are left out, every other step is a
+``sequential`` group of one, and the message still under way is the ``next`` group.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from relay import protocol as p
+from relay.models import MessageState
+from relay.service import RelayService
+from relay.workflows import invoke, run_messages
+from relay.workflows.model import RunLogQuery, WorkflowRun
+
+INITIAL_STEP = "init"
+DEFAULT_COUNT = 10
+# Fields a step log takes from its entry when there: the SDK's (sleep, call) and those relay
+# writes into the Wait and Invoke results it makes.
+_STEP_DETAILS = (
+    "sleepFor",
+    "sleepUntil",
+    "callUrl",
+    "callMethod",
+    "callHeaders",
+    "callBody",
+    "waitTimeoutDeadline",
+    "invokedWorkflowRunId",
+    "invokedWorkflowUrl",
+    "invokedWorkflowCreatedAt",
+    "invokedWorkflowRunBody",
+)
+
+
+@dataclass(slots=True)
+class Entry:
+    """One entry of a run: the message that carried it and its raw body."""
+
+    message_id: str
+    body: bytes
+    created_at: int  # ms
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    retries: int = 0
+
+
+@dataclass(slots=True)
+class RunView:
+    """What the logs show of a run (read from the run store by ``_view``)."""
+
+    run_id: str
+    url: str
+    state: str  # RUN_STARTED | RUN_SUCCESS | RUN_FAILED | RUN_CANCELED
+    created_at: int
+    entries: Sequence[Entry]  # entry 0: the initial payload
+    completed_at: int | None = None
+    response: str | None = None
+    label: str | None = None
+    dlq_id: str | None = None
+    invoker: dict[str, Any] | None = None
+    failure_function: dict[str, Any] | None = None
+    pending: list[dict[str, Any]] = field(default_factory=list)  # the `next` group's steps
+
+
+async def list_logs(service: RelayService, query: RunLogQuery) -> dict[str, Any]:
+    """A page of run logs, newest run first; ``cursor`` continues it (absent on the last)."""
+    runs = await service.backend.list_runs(query)
+    answer: dict[str, Any] = {"runs": [run_log(await _view(service, run)) for run in runs]}
+    if len(runs) == query.count:
+        last = runs[-1]
+        answer["cursor"] = f"{last.created_at}:{last.run_id}"
+    return answer
+
+
+def parse_cursor(cursor: str) -> tuple[int, str]:
+    """The ``(created_at, run_id)`` a logs cursor names."""
+    created_at, _, run_id = cursor.partition(":")
+    return int(created_at), run_id
+
+
+async def _view(service: RelayService, run: WorkflowRun) -> RunView:
+    entries = [
+        Entry(message_id=e.message_id, body=e.body, created_at=e.time)
+        for e in await service.backend.run_entries(run.run_id)
+    ]
+    return RunView(
+        run_id=run.run_id,
+        url=run.url,
+        state=str(run.state),
+        created_at=run.created_at,
+        entries=entries,
+        completed_at=run.completed_at,
+        response=run.response,
+        label=run.label,
+        dlq_id=run.dlq_id,
+        invoker=await invoke.invoker_of(service, run.run_id),
+        failure_function=await _failure_function(service, run),
+        pending=await _pending(service, run),
+    )
+
+
+async def _pending(service: RelayService, run: WorkflowRun) -> list[dict[str, Any]]:
+    """The ``next`` group: the run's messages under way to its URL."""
+    if run.state.ended:
+        return []
+    found = await run_messages.of_run(
+        service, run, run.url, run.created_at, list(run_messages.PENDING)
+    )
+    return [
+        {
+            "messageId": m.id,
+            "state": "STEP_RETRY" if m.state is MessageState.RETRY else "STEP_PROGRESS",
+            "retries": m.retried,
+        }
+        for m in reversed(found)
+    ]
+
+
+async def _failure_function(service: RelayService, run: WorkflowRun) -> dict[str, Any] | None:
+    """The failure callback of a failed run: what failed (from its DLQ entry) and how the
+    callback went."""
+    entry = await service.backend.get_dlq(run.dlq_id) if run.dlq_id else None
+    if entry is None or entry.message.failure_callback is None:
+        return None
+    callback, state = await run_messages.failure_callback(service, run, entry)
+    info: dict[str, Any] = {
+        "url": entry.message.failure_callback,
+        "state": state,
+        "failStatus": entry.response_status or 0,
+        "failResponse": entry.response_body.decode("utf-8", "replace"),
+        "failHeaders": p.header_map(entry.response_headers),
+        "dlqId": entry.dlq_id,
+    }
+    if callback is not None:
+        info["messageId"] = callback.id
+    return info
+
+
+def run_log(run: RunView) -> dict[str, Any]:
+    """A ``WorkflowRunLog`` as the SDK types it."""
+    log: dict[str, Any] = {
+        "workflowRunId": run.run_id,
+        "workflowUrl": run.url,
+        "workflowState": run.state,
+        "workflowRunCreatedAt": run.created_at,
+        "steps": step_groups(run),
+    }
+    optional = (
+        ("workflowRunCompletedAt", run.completed_at),
+        ("workflowRunResponse", run.response),
+        ("invoker", run.invoker),
+        ("failureFunction", run.failure_function),
+        ("dlqId", run.dlq_id),
+        ("label", run.label),
+        ("labels", run.label.split(",") if run.label else None),
+    )
+    log.update({key: value for key, value in optional if value is not None})
+    return log
+
+
+def step_groups(run: RunView) -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = []
+    parallel: list[dict[str, Any]] | None = None
+    for index, entry in enumerate(run.entries):
+        if index == 0:
+            groups.append(_sequential(_initial_step(entry)))
+            continue
+        step = _step_json(entry.body)
+        if step is None or _is_plan(step):
+            continue
+        log = _step_log(entry, step)
+        concurrent = int(step.get("concurrent") or 1)
+        if concurrent <= 1:
+            groups.append(_sequential(log))
+            continue
+        if parallel is None or len(parallel) >= concurrent:
+            parallel = []
+            groups.append({"type": "parallel", "steps": parallel})
+        parallel.append(log)
+    if run.pending:
+        groups.append({"type": "next", "steps": run.pending})
+    return groups
+
+
+def _sequential(step: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "sequential", "steps": [step]}
+
+
+def _is_plan(step: dict[str, Any]) -> bool:
+    return step.get("stepId") == 0 and step.get("targetStep") is not None
+
+
+def _initial_step(entry: Entry) -> dict[str, Any]:
+    return {
+        "stepId": 0,
+        "stepName": INITIAL_STEP,
+        "stepType": "Initial",
+        "callType": "step",
+        "messageId": entry.message_id,
+        "out": entry.body.decode("utf-8", "replace"),
+        "concurrent": 1,
+        "state": "STEP_SUCCESS",
+        "createdAt": entry.created_at,
+        "retries": entry.retries,
+        "headers": entry.headers,
+    }
+
+
+def _step_log(entry: Entry, step: dict[str, Any]) -> dict[str, Any]:
+    log: dict[str, Any] = {
+        "stepId": step.get("stepId"),
+        "stepName": step.get("stepName"),
+        "stepType": step.get("stepType"),
+        "callType": "step",
+        "messageId": entry.message_id,
+        "out": step.get("out"),
+        "concurrent": int(step.get("concurrent") or 1),
+        "state": "STEP_SUCCESS",
+        "createdAt": entry.created_at,
+        "retries": entry.retries,
+        "headers": entry.headers,
+    }
+    for key in _STEP_DETAILS:
+        if step.get(key) is not None:
+            log[key] = step[key]
+    if step.get("stepType") in ("Wait", "WaitForWebhook"):
+        log["waitEventId"] = step.get("waitEventId")
+        log["waitTimeoutDuration"] = step.get("timeout")
+        log["waitTimeout"] = bool(step.get("waitTimeout"))
+        if isinstance(step.get("out"), str):
+            log["out"] = _b64_text(step["out"])
+    return log
+
+
+def _step_json(body: bytes) -> dict[str, Any] | None:
+    try:
+        step = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return step if isinstance(step, dict) else None
+
+
+def _b64_text(value: str) -> str:
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return value

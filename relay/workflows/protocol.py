@@ -1,0 +1,101 @@
+"""Upstash Workflow's wire format on top of QStash: the control headers of a published message,
+the run-level settings an Init message carries, and the entry array delivered to a workflow."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from relay import protocol as p
+from relay.workflows.model import RunEntry
+
+# Publish-side control headers (matched lower-cased; the SDKs send `-RunId` and `-Runid`).
+H_INIT = "upstash-workflow-init"
+H_RUN_ID = "upstash-workflow-runid"
+H_URL = "upstash-workflow-url"
+H_CALL_TYPE = "upstash-workflow-calltype"
+H_SDK_VERSION = "upstash-workflow-sdk-version"
+# Delivery-side headers relay adds to every delivery of a run to its workflow URL.
+D_RUN_ID = "Upstash-Workflow-RunId"
+D_URL = "Upstash-Workflow-Url"
+D_CREATED_AT = "Upstash-Workflow-CreatedAt"
+DEFAULT_RETRIES = 3  # what a workflow message without `Upstash-Retries` gets
+
+# What an Init message sets for the whole run (JS sends it only there): applied to every later
+# message of the run to the workflow URL that does not set it itself.
+_RUN_LEVEL_EXACT = frozenset(
+    {
+        p.H_RETRIES,
+        p.H_RETRY_DELAY,
+        p.H_LABEL,
+        p.H_FAILURE_CALLBACK,
+        "upstash-flow-control-key",
+        "upstash-flow-control-value",
+    }
+)
+_RUN_LEVEL_PREFIXES = (p.FORWARD_PREFIX, p.FAILURE_CALLBACK_PREFIX)
+
+
+class CallType(enum.StrEnum):
+    """``Upstash-Workflow-CallType``: what a run's message is (absent means ``step``)."""
+
+    STEP = "step"  # an entry of the run, delivered inside the entry array
+    TO_CALLBACK = "toCallback"  # context.call's request to a third party, delivered raw
+    FROM_CALLBACK = "fromCallback"  # that request's callback to the workflow, delivered raw
+    FAILURE_CALL = "failureCall"  # the failure callback of a failed run, delivered raw
+
+
+@dataclass(frozen=True, slots=True)
+class RunHeaders:
+    """The workflow control headers of one published message."""
+
+    run_id: str
+    init: bool
+    call_type: CallType
+
+
+def classify(headers: dict[str, str]) -> RunHeaders | None:
+    """The workflow headers of a publish (``headers`` lower-cased); None for a plain message."""
+    run_id = headers.get(H_RUN_ID, "").strip()
+    if not run_id:
+        return None
+    raw = headers.get(H_CALL_TYPE, "").strip()
+    call_type = next((c for c in CallType if c.lower() == raw.lower()), CallType.STEP)
+    init = p.parse_bool(headers.get(H_INIT, "false")) and call_type is CallType.STEP
+    return RunHeaders(run_id=run_id, init=init, call_type=call_type)
+
+
+def takes_run_level(headers: RunHeaders) -> bool:
+    """Whether a message gets its run's settings: every later message to the workflow URL
+    (not the Init, which sets them, nor a call to a third party, nor the failure callback)."""
+    return not headers.init and headers.call_type in (CallType.STEP, CallType.FROM_CALLBACK)
+
+
+def run_level(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers of an Init message that hold for its whole run, as sent."""
+    return [
+        (name, value)
+        for name, value in headers
+        if name.lower() in _RUN_LEVEL_EXACT or name.lower().startswith(_RUN_LEVEL_PREFIXES)
+    ]
+
+
+def with_run_level(
+    headers: Sequence[tuple[str, str]], run_level_headers: Iterable[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """``headers`` plus the run-level ones they do not set themselves (theirs win)."""
+    own = {name.lower() for name, _ in headers}
+    return [*headers, *((k, v) for k, v in run_level_headers if k.lower() not in own)]
+
+
+def entry_array(entries: Sequence[RunEntry]) -> bytes:
+    """The body of a step delivery: the run's entries, each body base64 of the exact bytes
+    received, as compact JSON byte-identical to JavaScript's ``JSON.stringify`` (an express
+    app verifies the signature over its re-serialization)."""
+    return p.compact_json(
+        [
+            {"messageId": e.message_id, "body": p.b64(e.body), "callType": str(CallType.STEP)}
+            for e in entries
+        ]
+    )

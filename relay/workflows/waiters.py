@@ -1,0 +1,327 @@
+"""waitForEvent and notify (reference F5): a run's step waits on an event id until a notify brings
+the event's data or its timeout comes; either way relay writes the Wait step's result entry into
+the run by publishing it to the workflow URL, as the SDK would publish any step.
+
+State is two kinds of records: a *waiter* (one waiting step of one run) and an *early event* (a
+run-scoped notify that came before its wait: the look-back). Exactly one of notify and timeout
+wins a waiter: whoever deletes its record (an atomic delete on both backends) writes the result.
+A run-scoped notify and a wait that start together each look for the other after storing their
+own record, and the early event, too, is taken by deleting it, so the pair meets exactly once.
+Deadlines are kept in the waiter records and expired by the ticker (``expire``), so a timeout
+survives a restart; the embedded ticker wakes at the next deadline, AWS's within its minute.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from relay import protocol as p
+from relay.protocol import ApiError, BadRequest
+from relay.service import _NOT_FORWARDED, PublishRequest, RelayService
+from relay.workflows import protocol as wp
+from relay.workflows.model import RunEnded, WorkflowRun
+
+log = logging.getLogger("relay.workflows.waiters")
+
+WAITER = "workflow_waiter"
+EARLY_EVENT = "workflow_early_event"
+DEFAULT_TIMEOUT = "7d"
+
+
+@dataclass(frozen=True, slots=True)
+class Waiter:
+    """One waiting step: where its result goes (``url`` on notify, ``timeout_url`` at the
+    deadline) with which publish headers, and the step it answers."""
+
+    event_id: str
+    run_id: str
+    url: str
+    headers: dict[str, list[str]]
+    timeout_url: str
+    timeout_headers: dict[str, list[str]]
+    timeout: str
+    deadline: int  # ms
+    step: dict[str, Any]
+    created_at: int  # ms
+    run_created_at: int  # ms
+
+    @property
+    def key(self) -> str:
+        return waiter_key(self.event_id, self.run_id, self.step.get("stepId"))
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "eventId": self.event_id,
+            "runId": self.run_id,
+            "url": self.url,
+            "headers": self.headers,
+            "timeoutUrl": self.timeout_url,
+            "timeoutHeaders": self.timeout_headers,
+            "timeout": self.timeout,
+            "deadline": self.deadline,
+            "step": self.step,
+            "createdAt": self.created_at,
+            "runCreatedAt": self.run_created_at,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Waiter:
+        return cls(
+            event_id=record["eventId"],
+            run_id=record["runId"],
+            url=record["url"],
+            headers=record["headers"],
+            timeout_url=record["timeoutUrl"],
+            timeout_headers=record["timeoutHeaders"],
+            timeout=record["timeout"],
+            deadline=record["deadline"],
+            step=record["step"],
+            created_at=record["createdAt"],
+            run_created_at=record["runCreatedAt"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The Waiter object of ``GET /v2/waiters`` and notify answers (deadline: unix seconds,
+        as QStash's API reference says)."""
+        return {
+            "url": self.url,
+            "deadline": self.deadline // 1000,
+            "headers": self.headers,
+            "timeoutUrl": self.timeout_url,
+            "timeoutHeaders": self.timeout_headers,
+        }
+
+
+def waiter_key(event_id: str, run_id: str, step_id: Any) -> str:
+    # The event id first: a notify lists the waiters of one event id.
+    return f"{event_id}\0{run_id}\0{step_id}"
+
+
+def _early_key(run_id: str, event_id: str) -> str:
+    return f"{run_id}\0{event_id}"
+
+
+# --- the use cases ------------------------------------------------------------------------------
+
+
+async def wait(
+    service: RelayService, event_id: str, headers: list[tuple[str, str]], body: bytes
+) -> Waiter:
+    """``POST /v2/wait/{eventId}``: register the waiting step (or answer it at once with a
+    run-scoped event that came first)."""
+    request = _json_object(body)
+    step = request.get("step")
+    url = request.get("url")
+    if not isinstance(step, dict) or not isinstance(url, str) or not url:
+        raise BadRequest("wait body needs 'url' and 'step'")
+    own = _request_headers(headers)
+    run_id = _first(own, wp.H_RUN_ID) or _first(request.get("timeoutHeaders") or {}, wp.H_RUN_ID)
+    if not run_id:
+        raise BadRequest("wait needs the Upstash-Workflow-RunId header")
+    run = await _going_on(service, run_id)
+    if run is None:
+        raise RunEnded(f"workflow run {run_id} is unknown or over")
+    timeout = str(request.get("timeout") or DEFAULT_TIMEOUT)
+    now = service.clock.now_ms()
+    waiter = Waiter(
+        event_id=event_id,
+        run_id=run_id,
+        url=url,
+        headers=own,
+        timeout_url=str(request.get("timeoutUrl") or url),
+        timeout_headers=_header_lists(request.get("timeoutHeaders")) or own,
+        timeout=timeout,
+        deadline=now + int(p.parse_duration(timeout, what="timeout") * 1000),
+        step=step,
+        created_at=now,
+        run_created_at=run.created_at,
+    )
+    await service.backend.put_record(WAITER, waiter.key, waiter.to_record())
+    early = await _take_early(service, run_id, event_id)
+    if early is not None:
+        if await _claim(service, waiter):
+            await _resolve(service, waiter, early)
+        else:  # the deadline won meanwhile: keep the event for this run's next wait
+            await _store_early(service, run_id, event_id, early)
+    return waiter
+
+
+async def notify(
+    service: RelayService, event_id: str, data: bytes, run_id: str | None = None
+) -> list[dict[str, Any]]:
+    """``POST /v2/notify[/{runId}]/{eventId}``: wake the waiters of ``event_id`` (of that run
+    only, when given) with ``data``; a run-scoped event nobody waits for yet is kept for the
+    run's next wait on it. The answer lists the waiters woken."""
+    answer = [await _wake(service, w, data) for w in await waiters_of(service, event_id, run_id)]
+    woken = [a for a in answer if a is not None]
+    if run_id is not None and not woken and await _going_on(service, run_id) is not None:
+        await _store_early(service, run_id, event_id, data)
+        # A wait that registered meanwhile did not see the event: meet it here.
+        for waiter in await waiters_of(service, event_id, run_id):
+            early = await _take_early(service, run_id, event_id)
+            if early is None:
+                break  # the wait took it
+            if (found := await _wake(service, waiter, early)) is not None:
+                woken.append(found)
+                break
+            await _store_early(service, run_id, event_id, early)
+    return woken
+
+
+async def waiters_of(
+    service: RelayService, event_id: str, run_id: str | None = None
+) -> list[Waiter]:
+    """The steps waiting on ``event_id`` (of ``run_id`` only, when given), oldest first."""
+    waiters = [Waiter.from_record(r) for r in await service.backend.list_records(WAITER)]
+    found = [
+        w for w in waiters if w.event_id == event_id and (run_id is None or w.run_id == run_id)
+    ]
+    return sorted(found, key=lambda w: w.created_at)
+
+
+async def expire(service: RelayService, now: int) -> int | None:
+    """Answer every waiter whose deadline passed with its timeout; the next deadline (ms), for
+    a ticker that sleeps until then."""
+    upcoming: int | None = None
+    for record in await service.backend.list_records(WAITER):
+        waiter = Waiter.from_record(record)
+        if waiter.deadline > now:
+            upcoming = waiter.deadline if upcoming is None else min(upcoming, waiter.deadline)
+        elif await _claim(service, waiter):
+            await _resolve(service, waiter, None)
+    return upcoming
+
+
+async def drop_run(service: RelayService, run_id: str) -> None:
+    """Forget the waiters and early events of a run that ended (cancelled, failed)."""
+    for record in await service.backend.list_records(WAITER):
+        if record["runId"] == run_id:
+            await service.backend.delete_record(WAITER, Waiter.from_record(record).key)
+    for record in await service.backend.list_records(EARLY_EVENT):
+        if record["runId"] == run_id:
+            await service.backend.delete_record(EARLY_EVENT, _early_key(run_id, record["eventId"]))
+
+
+# --- claiming and answering ---------------------------------------------------------------------
+
+
+async def _wake(service: RelayService, waiter: Waiter, data: bytes) -> dict[str, Any] | None:
+    """Answer ``waiter`` with ``data`` if it is still waiting; its notify answer element."""
+    if not await _claim(service, waiter):
+        return None  # the timeout or another notify won
+    message_id = await _resolve(service, waiter, data)
+    return {
+        "waiter": waiter.to_json(),
+        "messageId": message_id,
+        "workflowRunId": waiter.run_id,
+        "workflowCreatedAt": waiter.run_created_at,
+    }
+
+
+async def _going_on(service: RelayService, run_id: str) -> WorkflowRun | None:
+    run = await service.backend.get_run(run_id)
+    return None if run is None or run.state.ended else run
+
+
+async def _claim(service: RelayService, waiter: Waiter) -> bool:
+    return await service.backend.delete_record(WAITER, waiter.key)
+
+
+async def _resolve(service: RelayService, waiter: Waiter, data: bytes | None) -> str | None:
+    """Publish the Wait step's result entry: the event's data (base64), or the timeout. The
+    step keeps the SDK's own fields; a run that ended meanwhile refuses it, and that is fine."""
+    # Beyond the step's own fields and the result (all the SDK reads): what the logs show.
+    entry = {
+        **waiter.step,
+        "waitEventId": waiter.event_id,
+        "timeout": waiter.timeout,
+        "waitTimeoutDeadline": waiter.deadline,
+    }
+    if data is None:
+        entry["waitTimeout"] = True
+        url, headers = waiter.timeout_url, waiter.timeout_headers
+    else:
+        entry.update(out=p.b64(data), waitTimeout=False)
+        url, headers = waiter.url, waiter.headers
+    request = PublishRequest(
+        destination=url,
+        headers=[(name, value) for name, values in headers.items() for value in values[:1]],
+        body=p.compact_json(entry),
+    )
+    try:
+        _, answer = await service.publish(request)
+    except ApiError as exc:
+        log.info("run %s: the result of wait %s was refused: %s", waiter.run_id, waiter.key, exc)
+        return None
+    message_id = answer.get("messageId") if isinstance(answer, dict) else None
+    return str(message_id) if message_id else None
+
+
+async def _store_early(service: RelayService, run_id: str, event_id: str, data: bytes) -> None:
+    record = {"runId": run_id, "eventId": event_id, "data": p.b64(data)}
+    await service.backend.put_record(EARLY_EVENT, _early_key(run_id, event_id), record)
+
+
+async def _take_early(service: RelayService, run_id: str, event_id: str) -> bytes | None:
+    """The run's early event for ``event_id``, taken (deleted) by this caller only."""
+    key = _early_key(run_id, event_id)
+    record = await service.backend.get_record(EARLY_EVENT, key)
+    if record is None or not await service.backend.delete_record(EARLY_EVENT, key):
+        return None
+    return base64.b64decode(record["data"])
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body) if body else {}
+    except orjson.JSONDecodeError:
+        raise BadRequest("body must be JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    return data
+
+
+def _request_headers(headers: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """The wait request's own headers, as the publish headers of its result (credentials and
+    hop-by-hop headers left out)."""
+    kept = [(k, v) for k, v in headers if k.lower() not in _NOT_FORWARDED]
+    return p.header_map(kept)
+
+
+def _header_lists(value: Any) -> dict[str, list[str]]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in value.items()}
+
+
+def _first(headers: dict[str, Any], name: str) -> str | None:
+    for key, values in headers.items():
+        if key.lower() == name:
+            value = values[0] if isinstance(values, list) and values else values
+            return str(value) if value else None
+    return None
+
+
+def webhook_event(
+    method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes
+) -> bytes:
+    """A webhook call as the event data of ``waitForWebhook``: the JSON from which the SDK
+    rebuilds the ``Request`` (body base64)."""
+    lowered = p.lower_headers(headers)
+    event = {
+        "proto": lowered.get("x-forwarded-proto", "http"),
+        "host": lowered.get("host", ""),
+        "url": path + (f"?{query}" if query else ""),
+        "method": method,
+        "header": p.header_map(headers),
+        "body": p.b64(body),
+    }
+    return p.compact_json(event)

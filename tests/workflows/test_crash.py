@@ -1,0 +1,165 @@
+"""A SIGKILL of `relay dev` in the middle of a workflow run loses no step: killed during a sleep,
+and killed between two steps (a step's result stored, the next step's delivery in flight), the
+run completes after each restart with every step function run exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from qstash import QStash
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from upstash_workflow import AsyncWorkflowContext
+from upstash_workflow.fastapi import Serve
+
+from tests.e2e.process import RelayProcess, free_port
+from tests.workflows.apps import Recorder, Target
+
+pytestmark = pytest.mark.slow
+
+HELD_ENTRIES = 4  # [init, a, pause, b]: the delivery that runs step c
+
+
+class HoldOnce:
+    """ASGI wrapper: holds the first delivery carrying ``HELD_ENTRIES`` entries until released,
+    then answers it 503 without running the workflow (its relay is gone by then)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.done = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if not self.done and _entry_count(body) == HELD_ENTRIES:
+            self.done = True
+            self.holding.set()
+            await asyncio.to_thread(self.release.wait, 30)
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def replay() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _entry_count(body: bytes) -> int:
+    try:
+        entries = json.loads(body)
+    except ValueError:
+        return 0
+    return len(entries) if isinstance(entries, list) else 0
+
+
+def _app(target: Target, recorder: Recorder) -> FastAPI:
+    app = FastAPI()
+    serve = Serve(app)
+
+    @serve.post("/wf", env=target.env())
+    async def workflow(ctx: AsyncWorkflowContext[dict[str, Any]]) -> None:
+        for name in ("a", "b", "c"):
+
+            async def step(name: str = name) -> str:
+                recorder.add(name, run_id=ctx.workflow_run_id)
+                return name.upper()
+
+            await ctx.run(name, step)
+            if name == "a":
+                await ctx.sleep("pause", 2)
+        recorder.add("end", run_id=ctx.workflow_run_id)
+
+    return app
+
+
+@pytest.fixture
+def relay_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "relay.db"
+
+
+@pytest.fixture
+def app_server(relay_port: int) -> Iterator[tuple[str, Recorder, HoldOnce]]:
+    # `relay dev`'s documented dev credentials: the same after every restart.
+    target = Target(
+        url=f"http://127.0.0.1:{relay_port}",
+        token=_dev("QSTASH_TOKEN"),
+        current_signing_key=_dev("QSTASH_CURRENT_SIGNING_KEY"),
+        next_signing_key=_dev("QSTASH_NEXT_SIGNING_KEY"),
+    )
+    recorder = Recorder()
+    held = HoldOnce(_app(target, recorder))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(held, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", recorder, held
+    finally:
+        held.release.set()
+        server.should_exit = True
+        thread.join(10)
+
+
+def _dev(name: str) -> str:
+    from relay import protocol as p
+
+    return {
+        "QSTASH_TOKEN": p.DEV_TOKEN,
+        "QSTASH_CURRENT_SIGNING_KEY": p.DEV_CURRENT_SIGNING_KEY,
+        "QSTASH_NEXT_SIGNING_KEY": p.DEV_NEXT_SIGNING_KEY,
+    }[name]
+
+
+def test_sigkill_during_a_sleep_and_between_steps_loses_no_step(
+    relay_port: int, db: Path, app_server: tuple[str, Recorder, HoldOnce]
+) -> None:
+    base, recorder, held = app_server
+    relay = RelayProcess(db, port=relay_port).start()
+    try:
+        QStash(_dev("QSTASH_TOKEN"), base_url=relay.url).message.publish_json(
+            url=f"{base}/wf", body={"n": 1}, retries=3
+        )
+        recorder.wait_for("a")
+        time.sleep(0.5)  # step a stored, the 2 s sleep submitted: the run sleeps
+        relay.kill()
+        relay.stop()
+        relay = RelayProcess(db, port=relay_port).start()
+
+        assert held.holding.wait(20), "the delivery after step b never came"
+        relay.kill()  # step b is stored; the delivery that runs c is in flight
+        relay.stop()
+        held.release.set()
+        relay = RelayProcess(db, port=relay_port).start()
+
+        end = recorder.wait_for("end", timeout=30)
+        time.sleep(0.5)  # a second execution of any step would show by now
+        for name in ("a", "b", "c"):
+            assert [r["run_id"] for r in recorder.of(name)] == [end["run_id"]], name
+    finally:
+        relay.stop()
