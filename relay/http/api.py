@@ -699,7 +699,8 @@ async def delete_schedule(
 
 @route("GET", r"/v2/keys", summary="Get the signing keys", response=s.SigningKeys)
 async def get_keys(service: RelayService, request: ApiRequest, match: re.Match[str]) -> ApiResponse:
-    return ApiResponse.json({"current": service.keys.current, "next": service.keys.next})
+    keys = await service.load_keys()  # another process (Lambda container) may have rotated them
+    return ApiResponse.json({"current": keys.current, "next": keys.next})
 
 
 @route(
