@@ -986,8 +986,21 @@ class AwsBackend:
         else:
             sources = _event_sources(low, high, values)
             order = lambda item: item["gs"]["S"]  # noqa: E731
-        found, cursor = await self._newest(sources, filters, order, query.count)
-        if not query.message_ids:
+        keep: Callable[[list[Item]], Awaitable[list[Item]]] | None = None
+        if query.beyond_index:
+            # Not in the index: EventQuery.matches decides on the full events, a page at a time.
+            async def keep(page: list[Item]) -> list[Item]:
+                full = (
+                    page
+                    if query.message_ids
+                    else await self._batch_get(
+                        [(i["pk"]["S"], i["sk"]["S"]) for i in page], order=True
+                    )
+                )
+                return [i for i in full if query.matches(_event_from(i))]
+
+        found, cursor = await self._newest(sources, filters, order, query.count, keep=keep)
+        if not query.message_ids and keep is None:
             found = await self._batch_get([(i["pk"]["S"], i["sk"]["S"]) for i in found], order=True)
         return Page(items=[_event_from(item) for item in found], cursor=cursor)
 
