@@ -6,11 +6,12 @@ Signing keys: the secret holds the initial pair; `POST /v2/keys/rotate` stores t
 in the table's settings item, the one source of truth (``RelayService.load_keys``). The delivery
 function reads it once per SQS batch, overlapped with the batch's leases, so a container that
 started before a rotation signs its next batch with the new current key: one consistent GetItem
-(1 read request unit, $0.125 per million) per batch, i.e. 1/(records per batch) per message —
-about 0.1-0.4 at the measured 2.6-9.8 records per batch, under $0.05 per million messages. The
-API function reads it only for `/v2/keys` and the rotation itself; publishing never does, and the
-scheduler does not sign. A time-based cache was rejected: it would sign with the old current key
-for up to its lifetime after a rotation, and receivers that took the new pair reject that.
+(1 read request unit, $0.125 per million) per delivery invocation. Measured with bench.aws_cost:
+0.45 GetItem per message for single publishes (2.5 records per batch), 0.29 for batch publishes,
+i.e. $0.06 and $0.04 per million messages, under 1% of the total. The API function reads it
+only for `/v2/keys` and the rotation itself; publishing never does, and the scheduler does not
+sign. A time-based cache was rejected: it would sign with the old current key for up to its
+lifetime after a rotation, and receivers that took the new pair reject that.
 
 Lambda calls a synchronous handler; the runtime keeps one event loop per container and runs
 each invocation on it, so that the aiohttp session and its pooled connections (bound to that
