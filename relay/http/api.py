@@ -420,6 +420,10 @@ def _event_query(request: ApiRequest) -> EventQuery:
         queue_names=given.queue_name,
         schedule_ids=given.schedule_id,
         labels=given.label,
+        hosts=given.host,
+        paths=given.path,
+        flow_control_keys=given.flow_control_key,
+        caller_ips=given.caller_ip,
         from_time=given.from_date,
         to_time=given.to_date,
         cursor=given.cursor,
@@ -709,7 +713,8 @@ async def delete_schedule(
 
 @route("GET", r"/v2/keys", summary="Get the signing keys", response=s.SigningKeys)
 async def get_keys(service: RelayService, request: ApiRequest, match: re.Match[str]) -> ApiResponse:
-    return ApiResponse.json({"current": service.keys.current, "next": service.keys.next})
+    keys = await service.load_keys()  # another process (Lambda container) may have rotated them
+    return ApiResponse.json({"current": keys.current, "next": keys.next})
 
 
 @route(
