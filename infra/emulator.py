@@ -73,16 +73,32 @@ class Container:
     def __init__(self, function: Function, name: str) -> None:
         self.function = function
         self.name = name
-        module_name, _, attr = function.handler.rpartition(".")
-        path = function.code_dir / f"{module_name}.py"
-        spec = importlib.util.spec_from_file_location(f"_lambda_{function.logical_id}", path)
-        assert spec is not None and spec.loader is not None
-        self.module: ModuleType = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(self.module)
-        self.handler = getattr(self.module, attr)
+        self.module: ModuleType
+        self.handler: Any
+        self._load()
         # One thread: a container runs one invocation at a time, on the loop it keeps.
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=function.logical_id)
         self.invocations = Invocations()
+
+    def _load(self) -> None:
+        module_name, _, attr = self.function.handler.rpartition(".")
+        path = self.function.code_dir / f"{module_name}.py"
+        spec = importlib.util.spec_from_file_location(f"_lambda_{self.function.logical_id}", path)
+        assert spec is not None and spec.loader is not None
+        self.module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.module)
+        self.handler = getattr(self.module, attr)
+
+    async def cold_start(self) -> None:
+        """Replace the execution environment, as Lambda does: the old one is closed and the
+        module loaded afresh, between two invocations (on the container's one thread)."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._restart)
+
+    def _restart(self) -> None:
+        runtime = getattr(self.module, "runtime", None)
+        if runtime is not None and hasattr(runtime, "close"):
+            runtime.close()
+        self._load()
 
     async def invoke(self, event: dict[str, Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._call, event)

@@ -19,7 +19,7 @@ from relay.cli_commands import COMMANDS, KEY_COMMANDS
 from relay.cli_output import EXIT_CODES_HELP
 from relay.config import Settings
 from relay.server import EmbeddedRelay
-from relay.service import WEBHOOK_KEYS_SETTING, resolve_credentials
+from relay.service import WEBHOOK_KEYS_SETTING, keys_in_force, resolve_credentials
 from relay.signing import SigningKeys
 
 
@@ -158,7 +158,7 @@ def keys_show(db: str | None, dev: bool) -> None:
 
     async def show(backend: Backend, settings: Settings) -> list[str]:
         token, keys = await resolve_credentials(settings, backend, dev=dev)
-        return [f"QSTASH_TOKEN={token}", *_key_lines(keys)]
+        return [f"QSTASH_TOKEN={token}", *_key_lines(await keys_in_force(backend, keys))]
 
     default = ".relay/dev.db" if dev else None
     for line in _with_backend(db or default, show):

@@ -711,6 +711,10 @@ class EventFilter(TypedDict, total=False):
     queue_name: str
     schedule_id: str
     label: str | Sequence[str]
+    host: str | Sequence[str]
+    path: str | Sequence[str]
+    flow_control_key: str | Sequence[str]
+    caller_ip: str | Sequence[str]
     from_date: int
     to_date: int
 
@@ -742,6 +746,10 @@ _FILTER_PARAMS = {
     "schedule_id": "scheduleId",
     "label": "label",
     "response_status": "responseStatus",
+    "host": "host",
+    "path": "path",
+    "flow_control_key": "flowControlKey",
+    "caller_ip": "callerIp",
     "from_date": "fromDate",
     "to_date": "toDate",
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 
@@ -115,6 +115,7 @@ class Event:
             ("label", message.label),
             ("redact", message.redact),  # read (and removed) by relay.http.render
             ("flowControlKey", message.flow_control_key),
+            ("callerIp", message.caller_ip),
         ):
             if value is not None:
                 detail.setdefault(key, value)
@@ -201,10 +202,37 @@ class EventQuery:
     queue_names: list[str] = field(default_factory=list)
     schedule_ids: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    flow_control_keys: list[str] = field(default_factory=list)
+    caller_ips: list[str] = field(default_factory=list)
     from_time: int | None = None
     to_time: int | None = None
     cursor: str | None = None
     count: int = 1000
+
+    @property
+    def beyond_index(self) -> bool:
+        """Whether a filter asks what no backend indexes (host, path, flow-control key, caller
+        IP): the backend then applies :meth:`matches` to the full events it reads."""
+        return bool(self.hosts or self.paths or self.flow_control_keys or self.caller_ips)
+
+    def matches(self, event: Event) -> bool:
+        """Whether ``event`` passes every filter (the cursor aside): the one rule of the logs
+        API. Backends narrow with what they index first; this is the final word."""
+        detail = event.detail
+        states = [str(s) for s in self.states]
+        wanted: list[tuple[list[str], Sequence[str | None]]] = [
+            (self.message_ids, [event.message_id]),
+            (states, [str(event.state)]),
+            (self.topic_names, [detail.get("topicName")]),
+            (self.queue_names, [detail.get("queueName")]),
+            (self.schedule_ids, [detail.get("scheduleId")]),
+            (self.labels, split_labels(detail.get("label"))),
+            (self.flow_control_keys, [detail.get("flowControlKey")]),
+            (self.caller_ips, [detail.get("callerIp")]),
+        ]
+        return _passes(wanted, event.url, self, event.time)
 
 
 @dataclass(slots=True)
@@ -247,11 +275,7 @@ class PendingQuery:
 
     def matches(self, message: Message) -> bool:
         """Whether ``message`` passes the filters (its state is the backend's concern)."""
-        url = urlsplit(message.url)
         wanted: list[tuple[list[str], Sequence[str | None]]] = [
-            (self.urls, [message.url]),
-            (self.hosts, [url.hostname]),
-            (self.paths, [url.path or "/"]),
             (self.topic_names, [message.topic_name]),
             (self.queue_names, [message.queue_name]),
             (self.schedule_ids, [message.schedule_id]),
@@ -259,11 +283,38 @@ class PendingQuery:
             (self.flow_control_keys, [message.flow_control_key]),
             (self.caller_ips, [message.caller_ip]),
         ]
-        if any(values and not set(values) & set(have) for values, have in wanted):
-            return False
-        if self.from_time is not None and message.created_at < self.from_time:
-            return False
-        return self.to_time is None or message.created_at <= self.to_time
+        return _passes(wanted, message.url, self, message.created_at)
+
+
+class _UrlAndTimeFilters(Protocol):
+    urls: list[str]
+    hosts: list[str]
+    paths: list[str]
+    from_time: int | None
+    to_time: int | None
+
+
+def _passes(
+    wanted: list[tuple[list[str], Sequence[str | None]]],
+    url: str,
+    filters: _UrlAndTimeFilters,
+    time: int,
+) -> bool:
+    """The filters' rule: each non-empty list of values must hold one of what the record has
+    (values OR-ed, filters AND-ed); the destination URL's host and path are filters too; the
+    time (ms) lies within the bounds."""
+    parts = urlsplit(url)
+    wanted = [
+        *wanted,
+        (filters.urls, [url]),
+        (filters.hosts, [parts.hostname]),
+        (filters.paths, [parts.path or "/"]),
+    ]
+    if any(values and not set(values) & set(have) for values, have in wanted):
+        return False
+    if filters.from_time is not None and time < filters.from_time:
+        return False
+    return filters.to_time is None or time <= filters.to_time
 
 
 def split_labels(label: str | None) -> list[str]:

@@ -74,6 +74,7 @@ class EmbeddedRelay:
             ids=self.ids,
             allow_private=allow_private,
         )
+        await self.service.load_keys()  # a rotation stored before this start
         connector = aiohttp.TCPConnector(
             limit=s.delivery_concurrency, **connector_options(allow_private)
         )

@@ -31,7 +31,13 @@ from relay.models import (
 )
 from relay.protocol import ApiError, BadRequest, NotFound
 from relay.retry import RetryDelay
-from relay.signing import SigningKeys, generate_key, generate_keys
+from relay.signing import (
+    SigningKeys,
+    apply_rotation,
+    generate_key,
+    generate_keys,
+    rotation_record,
+)
 from relay.stats import DeliveryStats, summarize
 from relay.workflows import protocol as wp
 from relay.workflows.model import WorkflowRun
@@ -41,6 +47,7 @@ URL_GROUP = "url_group"
 OUTCOME_LIMIT = 50_000  # outcomes read for the console's figures
 _GROUP_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _CANCEL_CHUNK = 500  # message ids per backend call (SQLite binds one variable per id)
+ROTATION_SETTING = "signing_key_rotation"  # the pair POST /v2/keys/rotate put in force
 
 # Headers never delivered, even when named by `Upstash-Forward-*` (the Python workflow SDK
 # forwards every header of the delivery it got): hop-by-hop framing, and what relay sets itself.
@@ -122,7 +129,8 @@ class RelayService:
     ) -> None:
         self.backend = backend
         self.settings = settings
-        self.keys = keys
+        self.initial_keys = keys  # configured (or the AWS stack's secret); rotations apply to them
+        self.keys = keys  # in force: refreshed by load_keys
         self.token = token
         self.clock = clock or SystemClock()
         self.ids = ids or Ids()
@@ -468,10 +476,23 @@ class RelayService:
 
     # --- signing keys ---------------------------------------------------------------------
 
+    async def load_keys(self) -> SigningKeys:
+        """Read the signing keys in force from the backend (see :func:`keys_in_force`).
+
+        The stored rotation is the one source of truth: every process reads it where it signs
+        or shows keys — the delivery Lambda once per SQS batch, the API on `/v2/keys` — so a
+        rotation made by one process is in force in all of them at once, with no cache to
+        expire. On AWS that read is one consistent GetItem (1 read unit) per batch.
+        """
+        self.keys = await keys_in_force(self.backend, self.initial_keys)
+        return self.keys
+
     async def rotate_keys(self) -> SigningKeys:
         """current ← next, a fresh next; deliveries are signed with the new current at once."""
-        rotated = self.keys.rotated()
-        await self.backend.put_setting("signing_keys", json.dumps([rotated.current, rotated.next]))
+        rotated = (await self.load_keys()).rotated()
+        await self.backend.put_setting(
+            ROTATION_SETTING, rotation_record(self.initial_keys, rotated)
+        )
         self.keys = rotated
         return rotated
 
@@ -677,7 +698,8 @@ def _accepted_json(accepted: Accepted, *, with_url: bool = False) -> dict[str, A
 async def resolve_credentials(
     settings: Settings, backend: Backend, *, dev: bool
 ) -> tuple[str, SigningKeys]:
-    """The API token and signing keys (with the Standard Webhooks secret and ed25519 keys).
+    """The API token and the initial signing keys (with the Standard Webhooks secret and
+    ed25519 keys); :func:`keys_in_force` applies a rotation stored since.
 
     Explicit settings win. Otherwise `relay dev` uses the QStash dev server's documented
     credentials (and relay's fixed dev webhook secret), and `relay serve` generates its own once
@@ -686,11 +708,9 @@ async def resolve_credentials(
     webhook_keys = await _webhook_keys(settings, backend)
     if dev:
         token = settings.token or p.DEV_TOKEN
-        # the dev keys, unless this database has rotated them (POST /v2/keys/rotate)
-        rotated = json.loads(await backend.get_setting("signing_keys") or "[null, null]")
         keys = SigningKeys(
-            settings.current_signing_key or rotated[0] or p.DEV_CURRENT_SIGNING_KEY,
-            settings.next_signing_key or rotated[1] or p.DEV_NEXT_SIGNING_KEY,
+            settings.current_signing_key or p.DEV_CURRENT_SIGNING_KEY,
+            settings.next_signing_key or p.DEV_NEXT_SIGNING_KEY,
             webhooks.check_secret(settings.webhook_secret or p.DEV_WEBHOOK_SECRET),
             webhook_keys,
         )
@@ -714,6 +734,15 @@ async def resolve_credentials(
         webhook_keys,
     )
     return token, keys
+
+
+async def keys_in_force(backend: Backend, initial: SigningKeys) -> SigningKeys:
+    """The signing keys to sign with and to show: ``initial`` with the rotation stored in the
+    backend applied. One rule for every backend and process: `relay dev` and `relay serve`
+    (initial keys from the settings or generated), and each Lambda container (initial keys from
+    the stack's secret). A rotation survives restarts and cold starts; replacing the initial
+    keys (settings, secret) supersedes it."""
+    return apply_rotation(initial, await backend.get_setting(ROTATION_SETTING))
 
 
 WEBHOOK_KEYS_SETTING = "webhook_ed25519_keys"

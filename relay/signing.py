@@ -53,6 +53,30 @@ def generate_keys() -> SigningKeys:
     return SigningKeys(current=generate_key(), next=generate_key())
 
 
+def fingerprint(keys: SigningKeys) -> str:
+    """A short digest naming a key pair (current, next) without revealing it."""
+    return hashlib.sha256(f"{keys.current}\0{keys.next}".encode()).hexdigest()[:16]
+
+
+def rotation_record(initial: SigningKeys, rotated: SigningKeys) -> str:
+    """What a rotation stores: the pair now in force and the initial pair it descends from."""
+    return json.dumps(
+        {"current": rotated.current, "next": rotated.next, "from": fingerprint(initial)}
+    )
+
+
+def apply_rotation(initial: SigningKeys, record: str | None) -> SigningKeys:
+    """The keys in force: ``initial`` (configured, or from the AWS stack's secret) with the
+    stored rotation applied — unless that rotation descends from another initial pair: the
+    operator has replaced the keys since, and the new ones win."""
+    if not record:
+        return initial
+    stored = json.loads(record)
+    if not isinstance(stored, dict) or stored.get("from") != fingerprint(initial):
+        return initial
+    return replace(initial, current=stored["current"], next=stored["next"])
+
+
 def b64url(data: bytes) -> str:
     """Base64url without padding (RFC 7515)."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

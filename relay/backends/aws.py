@@ -1928,20 +1928,10 @@ def _item_events(item: Item) -> list[_Found]:
 
 
 def _event_matches(event: Event, message: Message, query: EventQuery) -> bool:
-    """Whether ``event`` of ``message`` passes the logs API's filters (lists OR-ed, fields
-    AND-ed): the one place they are decided. (The log's pointers carry the state, so a state
-    filter also skips reading messages; the time range and cursor bound the keys read.)"""
-    detail = event.detail
-    wanted: list[tuple[Sequence[Any], Any]] = [
-        (query.states, event.state),
-        (query.urls, event.url),
-        (query.topic_names, detail.get("topicName")),
-        (query.queue_names, detail.get("queueName")),
-        (query.schedule_ids, detail.get("scheduleId")),
-    ]
-    if any(values and value not in values for values, value in wanted):
-        return False
-    return not query.labels or bool(set(query.labels) & set(split_labels(detail.get("label"))))
+    """Whether ``event`` of ``message`` passes the logs API's filters: EventQuery.matches, the
+    one rule of both backends. (The log's pointers carry the state, so a state filter also
+    skips reading messages; the time range and cursor bound the keys read.)"""
+    return query.matches(event)
 
 
 _BeforeWrite = Callable[[Sequence[Item]], Awaitable[None]]

@@ -528,23 +528,33 @@ class SqliteBackend:
         )
 
         def op(c: sqlite3.Connection) -> Page:
-            rows = c.execute(
-                "SELECT seq, time, message_id, state, url, detail FROM events"
-                f" WHERE {where} ORDER BY seq DESC LIMIT ?",
-                [*params, query.count + 1],
-            ).fetchall()
-            items = [
-                Event(
-                    seq=seq,
-                    time=time,
-                    message_id=mid,
-                    state=MessageState(state),
-                    url=url,
-                    detail=orjson.loads(detail),
+            # The columns narrow; query.matches decides (host, path, flow-control key and
+            # caller IP are in the detail only), so a page may take more than one read.
+            found: list[Event] = []
+            below: list[int] = []
+            while len(found) <= query.count:
+                rows = c.execute(
+                    "SELECT seq, time, message_id, state, url, detail FROM events"
+                    f" WHERE {where}{' AND seq < ?' if below else ''} ORDER BY seq DESC LIMIT ?",
+                    [*params, *below, query.count + 1],
+                ).fetchall()
+                events = (
+                    Event(
+                        seq=seq,
+                        time=time,
+                        message_id=mid,
+                        state=MessageState(state),
+                        url=url,
+                        detail=orjson.loads(detail),
+                    )
+                    for seq, time, mid, state, url, detail in rows
                 )
-                for seq, time, mid, state, url, detail in rows[: query.count]
-            ]
-            cursor = str(items[-1].seq) if len(rows) > query.count and items else None
+                found += [event for event in events if query.matches(event)]
+                if len(rows) <= query.count:
+                    break
+                below = [rows[-1][0]]
+            items = found[: query.count]
+            cursor = str(items[-1].seq) if len(found) > query.count and items else None
             return Page(items=items, cursor=cursor)
 
         return await self._conn.run(op, durable=False)

@@ -467,7 +467,8 @@ async def url_group_delete(ctx: Context) -> ApiResponse:
 
 @page("GET", r"/keys")
 async def keys(ctx: Context) -> ApiResponse:
-    return ctx.page("keys.html", keys=ctx.service.keys, confirm=ctx.value("confirm") == "rotate")
+    keys = await ctx.service.load_keys()
+    return ctx.page("keys.html", keys=keys, confirm=ctx.value("confirm") == "rotate")
 
 
 @page("POST", r"/keys/rotate")

@@ -420,6 +420,10 @@ def _event_query(request: ApiRequest) -> EventQuery:
         queue_names=given.queue_name,
         schedule_ids=given.schedule_id,
         labels=given.label,
+        hosts=given.host,
+        paths=given.path,
+        flow_control_keys=given.flow_control_key,
+        caller_ips=given.caller_ip,
         from_time=given.from_date,
         to_time=given.to_date,
         cursor=given.cursor,
@@ -484,7 +488,8 @@ async def list_dlq(service: RelayService, request: ApiRequest, match: re.Match[s
     page = await service.list_dlq(_dlq_query(parse_query(request, s.DlqFilter), 100, 100))
     messages = [dlq_json(e) for e in page.items]
     if request.param("source") == "workflow":  # the workflow SDK's client.dlq.list
-        messages = await workflow_dlq.with_run_fields(service, page.items, messages)
+        filters = {k: v for k in workflow_dlq.RUN_FILTERS if (v := request.param(k))}
+        messages = await workflow_dlq.with_run_fields(service, page.items, messages, filters)
     return ApiResponse.json(_page(page.cursor, "messages", messages))
 
 
@@ -708,7 +713,8 @@ async def delete_schedule(
 
 @route("GET", r"/v2/keys", summary="Get the signing keys", response=s.SigningKeys)
 async def get_keys(service: RelayService, request: ApiRequest, match: re.Match[str]) -> ApiResponse:
-    return ApiResponse.json({"current": service.keys.current, "next": service.keys.next})
+    keys = await service.load_keys()  # another process (Lambda container) may have rotated them
+    return ApiResponse.json({"current": keys.current, "next": keys.next})
 
 
 @route(

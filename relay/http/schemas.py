@@ -59,6 +59,10 @@ class EventFilter(_Wire):
     queue_name: list[str] = []
     schedule_id: list[str] = []
     label: list[str] = []
+    host: list[str] = []
+    path: list[str] = []
+    flow_control_key: list[str] = []
+    caller_ip: list[str] = []
     from_date: int | None = Time
     to_date: int | None = Time
     cursor: str | None = Cursor

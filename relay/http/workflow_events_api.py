@@ -143,7 +143,10 @@ async def _dlq_targets(service: RelayService, request: ApiRequest) -> tuple[list
     if given.dlq_ids:
         return given.dlq_ids, None
     page = await service.list_dlq(_dlq_query(given, _BULK_DEFAULT, _BULK_MAX))
-    return [e.dlq_id for e in page.items if e.message.run_id is not None], page.cursor
+    filters = {k: v for k in dlq.RUN_FILTERS if (v := request.param(k))}
+    shown = [{"dlqId": e.dlq_id} for e in page.items]
+    found = await dlq.with_run_fields(service, page.items, shown, filters)
+    return [m["dlqId"] for m in found], page.cursor
 
 
 @route("POST", r"/v2/workflows/dlq/resume", summary="Resume failed workflow runs as new runs")

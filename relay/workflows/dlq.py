@@ -17,6 +17,7 @@ from relay.models import Attempt, DlqEntry, MessageState
 from relay.protocol import BadRequest
 from relay.service import PublishRequest, RelayService
 from relay.workflows import protocol as wp
+from relay.workflows import run_messages
 from relay.workflows.model import RunState, WorkflowRun
 from relay.workflows.protocol import CallType
 
@@ -36,6 +37,8 @@ async def workflow_fields(service: RelayService, entry: DlqEntry) -> dict[str, A
     }
     if entry.message.failure_callback:
         fields["failureCallback"] = entry.message.failure_callback
+        _, state = await run_messages.failure_callback(service, run, entry)
+        fields["failureCallbackInfo"] = {"state": state}
     return fields
 
 
@@ -175,12 +178,21 @@ async def _started(service: RelayService, run_id: str) -> dict[str, Any]:
     return {"workflowRunId": run_id, "workflowCreatedAt": created}
 
 
+# The workflow DLQ's own filters (query parameters), matched against a message's run fields.
+RUN_FILTERS = ("workflowRunId", "workflowUrl", "workflowCreatedAt")
+
+
 async def with_run_fields(
-    service: RelayService, entries: Sequence[DlqEntry], shown: Sequence[dict[str, Any]]
+    service: RelayService,
+    entries: Sequence[DlqEntry],
+    shown: Sequence[dict[str, Any]],
+    filters: dict[str, str],
 ) -> list[dict[str, Any]]:
-    """The DLQ messages ``shown`` (one per entry) that are workflow runs', with their run."""
+    """The DLQ messages ``shown`` (one per entry) that are workflow runs' matching ``filters``
+    (of RUN_FILTERS), with their run."""
     result = []
     for entry, data in zip(entries, shown, strict=True):
-        if (fields := await workflow_fields(service, entry)) is not None:
+        fields = await workflow_fields(service, entry)
+        if fields is not None and all(str(fields[k]) == v for k, v in filters.items()):
             result.append({**data, **fields})
     return result

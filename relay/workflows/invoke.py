@@ -20,13 +20,13 @@ import orjson
 from relay import protocol as p
 from relay.protocol import ApiError, BadRequest
 from relay.service import PublishRequest, RelayService
+from relay.workflows import protocol as wp
 
 log = logging.getLogger("relay.workflows.invoke")
 
 INVOKER = "workflow_invoker"
 PENDING_RESULT = "workflow_invoke_result"
 H_INVOKE = "upstash-workflow-invoke"
-_RUN_ID = "upstash-workflow-runid"
 
 
 def requested(headers: Iterable[tuple[str, str]]) -> bool:
@@ -37,7 +37,7 @@ def requested(headers: Iterable[tuple[str, str]]) -> bool:
 async def start(service: RelayService, request: PublishRequest) -> tuple[int, Any]:
     """Start the child run of an invoke publish; the publish answer of the child's Init."""
     wrapper = _wrapper(request.body)
-    child_id = next((v for k, v in request.headers if k.lower() == _RUN_ID), None)
+    child_id = next((v for k, v in request.headers if k.lower() == wp.H_RUN_ID), None)
     if not child_id:
         raise BadRequest("invoke needs the child's Upstash-Workflow-RunId header")
     invoker = {
@@ -80,6 +80,13 @@ async def run_ended(
         return
     out = {"body": response, "isFailed": failed, "isCanceled": canceled}
     entry = {**pending["step"], "out": p.compact_json(out).decode()}
+    if (child := await service.backend.get_run(run_id)) is not None:  # for the parent's logs
+        entry.update(
+            invokedWorkflowRunId=child.run_id,
+            invokedWorkflowUrl=child.url,
+            invokedWorkflowCreatedAt=child.created_at,
+            invokedWorkflowRunBody=child.payload.decode("utf-8", "replace"),
+        )
     headers: dict[str, Any] = pending["headers"]
     result = PublishRequest(
         destination=pending["workflowUrl"],

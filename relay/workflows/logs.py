@@ -19,21 +19,28 @@ from typing import Any
 import orjson
 
 from relay import protocol as p
-from relay.models import Message, MessageQuery, MessageState
+from relay.models import MessageState
 from relay.service import RelayService
-from relay.workflows import invoke
+from relay.workflows import invoke, run_messages
 from relay.workflows.model import RunLogQuery, WorkflowRun
-from relay.workflows.protocol import CallType
 
 INITIAL_STEP = "init"
 DEFAULT_COUNT = 10
-_SCAN = 200  # messages of a URL read to find a run's pending ones and failure callback
-_PENDING = (MessageState.CREATED, MessageState.ACTIVE, MessageState.RETRY)
-_CALLBACK_STATES = {
-    MessageState.DELIVERED: "CALLBACK_SUCCESS",
-    MessageState.FAILED: "CALLBACK_FAIL",
-    MessageState.CANCELED: "CALLBACK_CANCELED",
-}
+# Fields a step log takes from its entry when there: the SDK's (sleep, call) and those relay
+# writes into the Wait and Invoke results it makes.
+_STEP_DETAILS = (
+    "sleepFor",
+    "sleepUntil",
+    "callUrl",
+    "callMethod",
+    "callHeaders",
+    "callBody",
+    "waitTimeoutDeadline",
+    "invokedWorkflowRunId",
+    "invokedWorkflowUrl",
+    "invokedWorkflowCreatedAt",
+    "invokedWorkflowRunBody",
+)
 
 
 @dataclass(slots=True)
@@ -102,21 +109,13 @@ async def _view(service: RelayService, run: WorkflowRun) -> RunView:
     )
 
 
-async def _run_messages(
-    service: RelayService, run: WorkflowRun, url: str, since: int, states: list[MessageState]
-) -> list[Message]:
-    """The run's messages to ``url`` created since ``since``, newest first (the console's
-    message listing, which knows no run: at most a page of that URL's messages is read)."""
-    query = MessageQuery(states=states, url_contains=url, from_time=since, count=_SCAN)
-    page = await service.backend.list_messages(query)
-    return [m for m in page.items if m.run_id == run.run_id and m.url == url]
-
-
 async def _pending(service: RelayService, run: WorkflowRun) -> list[dict[str, Any]]:
     """The ``next`` group: the run's messages under way to its URL."""
     if run.state.ended:
         return []
-    found = await _run_messages(service, run, run.url, run.created_at, list(_PENDING))
+    found = await run_messages.of_run(
+        service, run, run.url, run.created_at, list(run_messages.PENDING)
+    )
     return [
         {
             "messageId": m.id,
@@ -133,21 +132,17 @@ async def _failure_function(service: RelayService, run: WorkflowRun) -> dict[str
     entry = await service.backend.get_dlq(run.dlq_id) if run.dlq_id else None
     if entry is None or entry.message.failure_callback is None:
         return None
-    url = entry.message.failure_callback
-    calls = await _run_messages(service, run, url, entry.failed_at, [])
-    callbacks = [m for m in calls if m.call_type == CallType.FAILURE_CALL]
+    callback, state = await run_messages.failure_callback(service, run, entry)
     info: dict[str, Any] = {
-        "url": url,
-        "state": _CALLBACK_STATES.get(callbacks[0].state, "CALLBACK_INPROGRESS")
-        if callbacks
-        else "CALLBACK_INPROGRESS",
+        "url": entry.message.failure_callback,
+        "state": state,
         "failStatus": entry.response_status or 0,
         "failResponse": entry.response_body.decode("utf-8", "replace"),
         "failHeaders": p.header_map(entry.response_headers),
         "dlqId": entry.dlq_id,
     }
-    if callbacks:
-        info["messageId"] = callbacks[0].id
+    if callback is not None:
+        info["messageId"] = callback.id
     return info
 
 
@@ -235,7 +230,7 @@ def _step_log(entry: Entry, step: dict[str, Any]) -> dict[str, Any]:
         "retries": entry.retries,
         "headers": entry.headers,
     }
-    for key in ("sleepFor", "sleepUntil", "callUrl", "callMethod", "callHeaders", "callBody"):
+    for key in _STEP_DETAILS:
         if step.get(key) is not None:
             log[key] = step[key]
     if step.get("stepType") in ("Wait", "WaitForWebhook"):

@@ -23,13 +23,14 @@ import orjson
 from relay import protocol as p
 from relay.protocol import ApiError, BadRequest
 from relay.service import _NOT_FORWARDED, PublishRequest, RelayService
+from relay.workflows import protocol as wp
+from relay.workflows.model import RunEnded, WorkflowRun
 
 log = logging.getLogger("relay.workflows.waiters")
 
 WAITER = "workflow_waiter"
 EARLY_EVENT = "workflow_early_event"
 DEFAULT_TIMEOUT = "7d"
-_RUN_ID = "upstash-workflow-runid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class Waiter:
     deadline: int  # ms
     step: dict[str, Any]
     created_at: int  # ms
+    run_created_at: int  # ms
 
     @property
     def key(self) -> str:
@@ -64,6 +66,7 @@ class Waiter:
             "deadline": self.deadline,
             "step": self.step,
             "createdAt": self.created_at,
+            "runCreatedAt": self.run_created_at,
         }
 
     @classmethod
@@ -79,10 +82,12 @@ class Waiter:
             deadline=record["deadline"],
             step=record["step"],
             created_at=record["createdAt"],
+            run_created_at=record["runCreatedAt"],
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The Waiter object of ``GET /v2/waiters`` and notify answers (deadline: unix s)."""
+        """The Waiter object of ``GET /v2/waiters`` and notify answers (deadline: unix seconds,
+        as QStash's API reference says)."""
         return {
             "url": self.url,
             "deadline": self.deadline // 1000,
@@ -115,9 +120,12 @@ async def wait(
     if not isinstance(step, dict) or not isinstance(url, str) or not url:
         raise BadRequest("wait body needs 'url' and 'step'")
     own = _request_headers(headers)
-    run_id = _first(own, _RUN_ID) or _first(request.get("timeoutHeaders") or {}, _RUN_ID)
+    run_id = _first(own, wp.H_RUN_ID) or _first(request.get("timeoutHeaders") or {}, wp.H_RUN_ID)
     if not run_id:
         raise BadRequest("wait needs the Upstash-Workflow-RunId header")
+    run = await _going_on(service, run_id)
+    if run is None:
+        raise RunEnded(f"workflow run {run_id} is unknown or over")
     timeout = str(request.get("timeout") or DEFAULT_TIMEOUT)
     now = service.clock.now_ms()
     waiter = Waiter(
@@ -131,6 +139,7 @@ async def wait(
         deadline=now + int(p.parse_duration(timeout, what="timeout") * 1000),
         step=step,
         created_at=now,
+        run_created_at=run.created_at,
     )
     await service.backend.put_record(WAITER, waiter.key, waiter.to_record())
     early = await _take_early(service, run_id, event_id)
@@ -150,7 +159,7 @@ async def notify(
     run's next wait on it. The answer lists the waiters woken."""
     answer = [await _wake(service, w, data) for w in await waiters_of(service, event_id, run_id)]
     woken = [a for a in answer if a is not None]
-    if run_id is not None and not woken:
+    if run_id is not None and not woken and await _going_on(service, run_id) is not None:
         await _store_early(service, run_id, event_id, data)
         # A wait that registered meanwhile did not see the event: meet it here.
         for waiter in await waiters_of(service, event_id, run_id):
@@ -210,8 +219,13 @@ async def _wake(service: RelayService, waiter: Waiter, data: bytes) -> dict[str,
         "waiter": waiter.to_json(),
         "messageId": message_id,
         "workflowRunId": waiter.run_id,
-        "workflowCreatedAt": waiter.created_at,
+        "workflowCreatedAt": waiter.run_created_at,
     }
+
+
+async def _going_on(service: RelayService, run_id: str) -> WorkflowRun | None:
+    run = await service.backend.get_run(run_id)
+    return None if run is None or run.state.ended else run
 
 
 async def _claim(service: RelayService, waiter: Waiter) -> bool:
@@ -221,7 +235,13 @@ async def _claim(service: RelayService, waiter: Waiter) -> bool:
 async def _resolve(service: RelayService, waiter: Waiter, data: bytes | None) -> str | None:
     """Publish the Wait step's result entry: the event's data (base64), or the timeout. The
     step keeps the SDK's own fields; a run that ended meanwhile refuses it, and that is fine."""
-    entry = {**waiter.step, "waitEventId": waiter.event_id, "timeout": waiter.timeout}
+    # Beyond the step's own fields and the result (all the SDK reads): what the logs show.
+    entry = {
+        **waiter.step,
+        "waitEventId": waiter.event_id,
+        "timeout": waiter.timeout,
+        "waitTimeoutDeadline": waiter.deadline,
+    }
     if data is None:
         entry["waitTimeout"] = True
         url, headers = waiter.timeout_url, waiter.timeout_headers

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from relay.clock import ManualClock
 from relay.server import EmbeddedRelay
+from relay.service import ROTATION_SETTING
 from relay.signing import SignatureError, SigningKeys, verify
 from tests.conftest import Api, Receiver
 
@@ -68,4 +69,4 @@ async def test_rotation_signs_with_the_new_current_key(
         pass
     else:
         raise AssertionError("the old current key alone must not verify")
-    assert await relay.backend.get_setting("signing_keys") is not None
+    assert await relay.backend.get_setting(ROTATION_SETTING) is not None

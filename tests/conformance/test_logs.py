@@ -62,3 +62,45 @@ async def test_filters_and_cursor(api: Api, receiver: Receiver) -> None:
     assert status == 400
     status, logs = await api.call("GET", "/v2/logs", params={"messageId": ids[0]})
     assert [e["state"] for e in logs["logs"]] == ["CREATED"]
+
+
+async def test_filters_on_host_path_flow_control_key_and_caller_ip(
+    api: Api, receiver: Receiver
+) -> None:
+    """The filters the TypeScript SDK sends besides the Python SDK's; values of one filter are
+    OR-ed, filters AND-ed, and a page stays full and continues where it stopped."""
+    port = receiver.url("").rsplit(":", 1)[1]
+    later = {"Upstash-Delay": "1h"}
+    flow = {**later, "Upstash-Flow-Control-Value": "parallelism=1"}
+    one = await api.publish(
+        f"http://127.0.0.1:{port}/a/one", "x", {**flow, "Upstash-Flow-Control-Key": "k1"}
+    )
+    two = await api.publish(
+        f"http://localhost:{port}/b", "x", {**flow, "Upstash-Flow-Control-Key": "k2"}
+    )
+    three = await api.publish(f"http://127.0.0.1:{port}/b", "x", later)
+
+    async def ids(*params: tuple[str, str]) -> list[str]:
+        status, page = await api.call("GET", "/v2/events", params=list(params))
+        assert status == 200, page
+        return [e["messageId"] for e in page["events"]]
+
+    assert await ids(("host", "localhost")) == [two]
+    assert await ids(("path", "/b")) == [three, two]
+    assert await ids(("host", "127.0.0.1"), ("path", "/b")) == [three]
+    assert await ids(("path", "/a/one"), ("path", "/b"), ("state", "CREATED")) == [three, two, one]
+    assert await ids(("flowControlKey", "k1")) == [one]
+    assert await ids(("flowControlKey", "k1"), ("flowControlKey", "k2")) == [two, one]
+    assert await ids(("callerIp", "127.0.0.1")) == [three, two, one]
+    assert await ids(("callerIp", "10.9.9.9")) == []
+    assert await ids(("flowControlKey", "k2"), ("messageId", two)) == [two]
+    assert await ids(("flowControlKey", "k2"), ("messageId", one)) == []
+
+    _, page = await api.call("GET", "/v2/events", params={"path": "/b", "count": "1"})
+    assert [e["messageId"] for e in page["events"]] == [three] and page["cursor"]
+    _, page = await api.call(
+        "GET", "/v2/events", params={"path": "/b", "count": "1", "cursor": page["cursor"]}
+    )
+    assert [e["messageId"] for e in page["events"]] == [two] and not page.get("cursor")
+    event = (await api.events(messageId=one))[0]
+    assert (event["callerIp"], event["flowControlKey"]) == ("127.0.0.1", "k1")

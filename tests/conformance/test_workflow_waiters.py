@@ -12,6 +12,7 @@ from typing import Any
 from relay import scheduling
 from relay.clock import ManualClock
 from relay.server import EmbeddedRelay
+from relay.workflows import waiters
 from tests.conformance.test_workflow_runs import _batch, _init
 from tests.conftest import Api, Receiver
 
@@ -42,7 +43,7 @@ async def _wait(api: Api, url: str, run_id: str, event_id: str, timeout: str = "
         "step": STEP,
     }
     status, answer = await api.call("POST", f"/v2/wait/{event_id}", json=body, headers=headers)
-    assert status == 200, answer
+    assert status == 200, (status, answer)
     return answer
 
 
@@ -59,7 +60,8 @@ async def test_a_wait_times_out_at_its_deadline(
     await _wait(api, url, "wfr_t", "evt")
     status, waiters = await api.call("GET", "/v2/waiters/evt")
     assert status == 200 and [w["url"] for w in waiters] == [url]
-    assert waiters[0]["deadline"] == (clock.now_ms() + 5000) // 1000
+    deadline = clock.now_ms() + 5000
+    assert waiters[0]["deadline"] == deadline // 1000  # unix seconds
     clock.advance(4_999)
     assert (await scheduling.tick(relay.service)).next_fire == clock.now_ms() + 1
     clock.advance(1)
@@ -69,6 +71,7 @@ async def test_a_wait_times_out_at_its_deadline(
         **STEP,
         "waitEventId": "evt",
         "timeout": "5s",
+        "waitTimeoutDeadline": deadline,
         "waitTimeout": True,
     }
     assert await api.call("GET", "/v2/waiters/evt") == (200, [])
@@ -115,6 +118,8 @@ async def test_notify_answers_the_waiter_and_a_run_end_forgets_waiters(
     assert status == 200 and len(notified) == 1
     assert notified[0]["workflowRunId"] == "wfr_n" and notified[0]["messageId"]
     assert notified[0]["waiter"]["url"] == url
+    run = await relay.service.backend.get_run("wfr_n")
+    assert run is not None and notified[0]["workflowCreatedAt"] == run.created_at
     [_, woken] = await receiver.wait_for(2, "/wf")
     assert base64.b64decode(_last_entry(woken)["out"]) == b'{"ok":true}'
 
@@ -122,3 +127,8 @@ async def test_notify_answers_the_waiter_and_a_run_end_forgets_waiters(
     await _wait(api, url, "wfr_c", "evt-c")
     assert (await api.call("DELETE", "/v2/workflows/runs/wfr_c?cancel=true"))[0] == 200
     assert await api.call("GET", "/v2/waiters/evt-c") == (200, [])
+    # A run that is over (or unknown) waits for nothing, and keeps no early event.
+    with pytest.raises(AssertionError, match="400"):
+        await _wait(api, url, "wfr_c", "evt-c")
+    assert await api.call("POST", "/v2/notify/wfr_c/evt-c", data=b"x") == (200, [])
+    assert await relay.service.backend.list_records(waiters.EARLY_EVENT) == []

@@ -264,6 +264,9 @@ async def test_events_filter_and_page_with_a_cursor(client: AsyncClient) -> None
     assert newest.cursor is not None
     older = await client.events.list(message_ids=ids, cursor=newest.cursor, count=1)
     assert [e.message_id for e in older.events] == [first.message_id]
+    by_path = await client.events.list(path=["/e2", "/nowhere"], host="example.com")
+    assert [e.message_id for e in by_path.events] == [second.message_id]
+    assert (await client.events.list(caller_ip="10.9.9.9", flow_control_key="k")).events == []
     with pytest.raises(TypeError, match="unknown filter"):
         await client.events.list(messageId="x")  # type: ignore[call-arg]
 

@@ -19,6 +19,7 @@ from relay.protocol import (
 )
 from tests.conftest import OfficialVerdicts
 from tests.conftest import Receiver as Destination
+from tests.e2e import sdk_scenarios
 from tests.e2e.process import RelayProcess
 
 
@@ -95,3 +96,32 @@ async def test_official_sdk_batch_dedup_and_cancel(
     assert len(batch) == 2
     await receiver.wait_for(1, "/b1")
     await receiver.wait_for(1, "/b2")
+
+
+def _client(relay_dev: RelayProcess) -> AsyncQStash:
+    return AsyncQStash(relay_dev.env["QSTASH_TOKEN"], base_url=relay_dev.url)
+
+
+async def test_official_sdk_url_group(relay_dev: RelayProcess, receiver: Destination) -> None:
+    await sdk_scenarios.url_group_fan_out(_client(relay_dev), receiver)
+
+
+async def test_official_sdk_dlq_list_get_retry_delete(
+    relay_dev: RelayProcess, receiver: Destination
+) -> None:
+    await sdk_scenarios.dlq_get_retry_delete(
+        _client(relay_dev), receiver, base_url=relay_dev.url, token=relay_dev.env["QSTASH_TOKEN"]
+    )
+
+
+async def test_rotation_signs_with_the_new_key_and_survives_a_restart(
+    relay_dev: RelayProcess, receiver: Destination
+) -> None:
+    before, after = await sdk_scenarios.rotation_then_delivery(_client(relay_dev), receiver)
+    assert relay_dev.stop() == 0
+    relay_dev.start()
+    assert relay_dev.env["QSTASH_CURRENT_SIGNING_KEY"] == after.current  # what it prints
+    assert await _client(relay_dev).signing_key.get() == after
+    await sdk_scenarios.signed_with(
+        _client(relay_dev), receiver, after, retired=before.current, path="/after-restart"
+    )

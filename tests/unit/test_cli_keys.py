@@ -3,6 +3,7 @@ the fixed dev secret, and ed25519 keys added, rotated and removed."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from relay.backends.sqlite import SqliteBackend
 from relay.cli import main
 from relay.config import Settings
 from relay.protocol import DEV_WEBHOOK_SECRET
-from relay.service import resolve_credentials
+from relay.service import RelayService, keys_in_force, resolve_credentials
 from relay.signing import SigningKeys
 
 
@@ -82,3 +83,31 @@ def test_generate_prints_a_pair_and_stores_nothing() -> None:
     lines = _lines(result.stdout)
     secret_key = lines["RELAY_WEBHOOK_ED25519_KEYS"]
     assert webhooks.public_key(secret_key) == lines["RELAY_WEBHOOK_PUBLIC_KEY"]
+
+
+def test_a_rotation_survives_a_restart_until_the_initial_keys_change(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+
+    async def rotate_from_two_processes() -> SigningKeys:
+        backend = SqliteBackend(db)
+        await backend.open()
+        try:
+            _, initial = await resolve_credentials(Settings(db=str(db)), backend, dev=True)
+            service = RelayService(backend, Settings(db=str(db)), keys=initial, token="t")
+            rotated = await service.rotate_keys()
+            # another process on the same store (a later start, another Lambda container)
+            later = RelayService(backend, Settings(db=str(db)), keys=initial, token="t")
+            assert later.keys == initial and await later.load_keys() == rotated
+            assert (await later.rotate_keys()).current == rotated.next
+            assert await service.load_keys() == later.keys
+            # explicit keys replace the initial pair: the old pair's rotation no longer applies
+            explicit = Settings(db=str(db), current_signing_key="sig_a", next_signing_key="sig_b")
+            _, chosen = await resolve_credentials(explicit, backend, dev=True)
+            assert await keys_in_force(backend, chosen) == chosen
+            return later.keys
+        finally:
+            await backend.close()
+
+    in_force = asyncio.run(rotate_from_two_processes())
+    result = CliRunner().invoke(main, ["keys", "show", "--dev", "--db", str(db)])
+    assert _lines(result.stdout)["QSTASH_CURRENT_SIGNING_KEY"] == in_force.current

@@ -1,8 +1,8 @@
-"""Bulk cancel's filters, matched the same way on every backend."""
+"""The filters of bulk cancel and of the logs, matched the same way on every backend."""
 
 from __future__ import annotations
 
-from relay.models import Message, PendingQuery, split_labels
+from relay.models import Event, EventQuery, Message, MessageState, PendingQuery, split_labels
 
 
 def message(**fields: object) -> Message:
@@ -44,3 +44,21 @@ def test_time_bounds_are_inclusive() -> None:
 def test_split_labels() -> None:
     assert split_labels(" a, b,,c ") == ["a", "b", "c"]
     assert split_labels(None) == []
+
+
+def test_an_event_matches_on_its_message_fields_url_parts_state_and_time() -> None:
+    m = message(label="billing,eu", flow_control_key="k", caller_ip="10.0.0.1", queue_name="q")
+    event = Event.of(m, MessageState.RETRY, 2000)
+    assert EventQuery().matches(event) and not EventQuery().beyond_index
+    assert EventQuery(states=[MessageState.ACTIVE, MessageState.RETRY], labels=["eu"]).matches(
+        event
+    )
+    assert not EventQuery(states=[MessageState.DELIVERED]).matches(event)
+    query = EventQuery(hosts=["example.com"], paths=["/jobs"], caller_ips=["10.0.0.1"])
+    assert query.beyond_index and query.matches(event)
+    assert EventQuery(flow_control_keys=["k", "other"], queue_names=["q"]).matches(event)
+    assert not EventQuery(flow_control_keys=["other"]).matches(event)
+    assert not EventQuery(paths=["/jobs/"]).matches(event)
+    assert not EventQuery(message_ids=["n"]).matches(event)
+    assert EventQuery(from_time=2000, to_time=2000).matches(event)
+    assert not EventQuery(to_time=1999).matches(event)

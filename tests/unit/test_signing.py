@@ -12,7 +12,16 @@ import qstash
 import qstash.errors
 
 from relay.receiver import Receiver
-from relay.signing import SignatureError, SigningKeys, body_hash, generate_keys, sign, verify
+from relay.signing import (
+    SignatureError,
+    SigningKeys,
+    apply_rotation,
+    body_hash,
+    generate_keys,
+    rotation_record,
+    sign,
+    verify,
+)
 
 URL = "https://example.com/hook?x=1"
 BODY = b'{"hello":"world"}'
@@ -167,3 +176,22 @@ def test_receiver_refuses_a_wrong_key(keys: SigningKeys) -> None:
     token = sign(generate_keys().current, url=URL, body=BODY)
     with pytest.raises(SignatureError, match="does not match"):
         Receiver(keys.current, keys.next).verify(signature=token, body=BODY, url=URL)
+
+
+def test_a_stored_rotation_applies_to_the_pair_it_descends_from(keys: SigningKeys) -> None:
+    once = keys.rotated()
+    twice = once.rotated()
+    record = rotation_record(keys, twice)  # rotated twice, from the same initial pair
+    assert apply_rotation(keys, record) == twice
+    assert apply_rotation(keys, None) == keys
+    # the initial keys were replaced since (settings, the AWS secret): the new ones win
+    replaced = generate_keys()
+    assert apply_rotation(replaced, record) == replaced
+    assert keys.current not in record and keys.next not in record  # only a digest of them
+
+
+def test_a_rotation_keeps_the_webhook_keys(keys: SigningKeys) -> None:
+    initial = SigningKeys(keys.current, keys.next, "whsec_c2VjcmV0", ("whsk_x",))
+    rotated = apply_rotation(initial, rotation_record(initial, initial.rotated()))
+    assert rotated.current == initial.next
+    assert (rotated.webhook_secret, rotated.webhook_keys) == ("whsec_c2VjcmV0", ("whsk_x",))

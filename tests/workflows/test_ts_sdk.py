@@ -133,12 +133,22 @@ def _run_log(app: NodeApp, run_id: str) -> Record:
 # --- F1, F2: trigger, steps, parallel, sleep, run end ---------------------------------------
 
 
-def test_trigger_with_fixed_id_runs_every_step_once_and_dedups(app: NodeApp) -> None:
-    options = {"headers": {"x-trace": "trace-ts"}, "label": "ts-label", "retries": 0}
-    run_id = _trigger(app, "/wf", PAYLOAD, workflowRunId="fixed1", **options)
+FIXED = {"headers": {"x-trace": "trace-ts"}, "label": "ts-label", "retries": 0}
+
+
+@pytest.fixture(scope="module")
+def fixed_run(app: NodeApp) -> str:
+    """The run of ``/wf`` triggered with the fixed id ``fixed1`` (once for the module)."""
+    return _trigger(app, "/wf", PAYLOAD, workflowRunId="fixed1", **FIXED)
+
+
+def test_trigger_with_fixed_id_runs_every_step_once_and_dedups(
+    app: NodeApp, fixed_run: str
+) -> None:
+    run_id = fixed_run
     assert run_id == "wfr_fixed1"
     # The same id while the run is active (it sleeps 1 s): no second run.
-    assert _trigger(app, "/wf", {"n": 0}, workflowRunId="fixed1", **options) == "wfr_fixed1"
+    assert _trigger(app, "/wf", {"n": 0}, workflowRunId="fixed1", **FIXED) == "wfr_fixed1"
 
     [c] = app.wait_for("c", run_id)
     assert (c["a"], c["b1"], c["b2"]) == ("A", "one", "two")
@@ -180,6 +190,8 @@ def test_workflow_dlq_lists_restarts_resumes_and_deletes(app: NodeApp) -> None:
     app.wait_for("failure", run_id)
     [failed] = _dlq_of(app, run_id)
     assert failed["workflowUrl"] == app.workflow("/wf-fail") and failed["responseStatus"] == 500
+    assert failed["failureCallback"] == app.workflow("/wf-fail")
+    assert failed["failureCallbackInfo"]["state"] in ("CALLBACK_INPROGRESS", "CALLBACK_SUCCESS")
 
     restarted = app.client("dlqRestart", {"dlqId": failed["dlqId"], "retries": 0})
     new_id = restarted["workflowRunId"]
@@ -201,15 +213,16 @@ def test_workflow_dlq_lists_restarts_resumes_and_deletes(app: NodeApp) -> None:
 
 
 def _dlq_of(app: NodeApp, run_id: str) -> list[Record]:
+    filtered = app.client("dlqList", {"filter": {"workflowRunId": run_id}})["messages"]
     messages: list[Record] = app.client("dlqList", {})["messages"]
-    return [m for m in messages if m["workflowRunId"] == run_id]
+    assert filtered == [m for m in messages if m["workflowRunId"] == run_id]
+    return filtered
 
 
 def test_cancel_of_a_sleeping_run(app: NodeApp) -> None:
     run_id = _trigger(app, "/wf-long", {"sleep": 2})
     app.wait_for("long-start", run_id)
-    _until(lambda: _sleeping(app, run_id), 1, 10, f"the sleep of {run_id}")
-    [pending] = _run_log(app, run_id)["steps"][-1]["steps"]  # the `next` group: the sleep
+    [pending] = _until(lambda: _sleeping(app, run_id), 1, 10, f"the sleep of {run_id}")
     assert pending["state"] == "STEP_PROGRESS" and pending["messageId"]
     assert app.client("cancel", {"ids": run_id}) == {"cancelled": 1}
     assert app.client("cancel", {"ids": run_id}) == {"cancelled": 0}  # already over
@@ -221,9 +234,14 @@ def test_cancel_of_a_sleeping_run(app: NodeApp) -> None:
 
 
 def _sleeping(app: NodeApp, run_id: str) -> list[Record]:
-    """The deliveries of ``run_id`` answered, once the second (which submits the sleep) is."""
+    """The logs' `next` group of ``run_id`` once it holds just the sleep: the delivery that
+    submitted it answered and settled."""
     answered = [r for r in app.records("http", run_id) if r["status"] == 200]
-    return answered[1:]
+    if len(answered) < 2:
+        return []
+    groups = _run_log(app, run_id)["steps"]
+    pending = [s for g in groups if g["type"] == "next" for s in g["steps"]]
+    return pending if len(pending) == 1 else []
 
 
 # --- F5: waitForEvent / notify ---------------------------------------------------------------
@@ -235,6 +253,13 @@ def test_wait_for_event_times_out(app: NodeApp) -> None:
     [waited] = app.wait_for("waited", run_id)
     assert waited["timedOut"] is True and waited["eventData"] is None
     assert waited["time"] - started >= 1000
+    [wait] = _logged_steps(app, run_id, "wait")
+    assert (wait["stepType"], wait["waitEventId"], wait["waitTimeout"]) == (
+        "Wait",
+        "evt-timeout",
+        True,
+    )
+    assert wait["waitTimeoutDuration"] == "1s" and wait["waitTimeoutDeadline"] >= started + 1000
 
 
 def test_notify_wakes_the_waiter(app: NodeApp) -> None:
@@ -282,6 +307,9 @@ def test_invoke_of_a_child_and_of_a_failing_child(app: NodeApp) -> None:
     child_run = _run_log(app, child["runId"])
     assert child_run["invoker"]["workflowRunId"] == run_id
     assert child_run["invoker"]["workflowUrl"] == app.workflow("/many/parent")
+    [invoked] = _logged_steps(app, run_id, "call-child")
+    assert invoked["stepType"] == "Invoke" and invoked["invokedWorkflowRunId"] == child["runId"]
+    assert invoked["invokedWorkflowUrl"] == app.workflow("/many/child")
 
 
 def test_cancel_of_an_invoked_child_is_returned_to_its_parent(app: NodeApp) -> None:
@@ -296,8 +324,8 @@ def test_cancel_of_an_invoked_child_is_returned_to_its_parent(app: NodeApp) -> N
 # --- F9: logs --------------------------------------------------------------------------------
 
 
-def test_logs_group_steps(app: NodeApp) -> None:
-    run = _wait_for_state(app, "wfr_fixed1", "RUN_SUCCESS")
+def test_logs_group_steps(app: NodeApp, fixed_run: str) -> None:
+    run = _wait_for_state(app, fixed_run, "RUN_SUCCESS")
     assert run["workflowUrl"] == app.workflow("/wf") and run["labels"] == ["ts-label"]
     groups = [(g["type"], sorted(s["stepName"] for s in g["steps"])) for g in run["steps"]]
     assert groups == [
@@ -330,6 +358,12 @@ def test_logs_group_steps(app: NodeApp) -> None:
     for older in app.client("logs", {"count": 1, "cursor": first["cursor"]})["runs"]:
         assert older["workflowRunId"] != newest["workflowRunId"]
         assert older["workflowRunCreatedAt"] <= newest["workflowRunCreatedAt"]
+
+
+def _logged_steps(app: NodeApp, run_id: str, name: str) -> list[Record]:
+    """The steps named ``name`` in the run's logs (the `next` group's have no name yet)."""
+    groups = _run_log(app, run_id)["steps"]
+    return [s for g in groups for s in g["steps"] if s.get("stepName") == name]
 
 
 def _wait_for_state(app: NodeApp, run_id: str, state: str, timeout: float = 10) -> Record:

@@ -1,0 +1,95 @@
+"""How the workflow logs group a run's entries: entry 0 is the `init` step, a parallel group's
+plans are left out and its results gathered, any other step stands alone, and what is under way
+is the `next` group."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from relay.workflows.logs import Entry, RunView, run_log, step_groups
+
+
+def _entry(index: int, step: dict[str, Any] | bytes) -> Entry:
+    body = step if isinstance(step, bytes) else json.dumps(step, separators=(",", ":")).encode()
+    return Entry(message_id=f"msg_{index}", body=body, created_at=1000 + index)
+
+
+def _run(*steps: dict[str, Any] | bytes, **fields: Any) -> RunView:
+    entries = [_entry(0, b'{"n":1}'), *(_entry(i + 1, s) for i, s in enumerate(steps))]
+    return RunView(
+        run_id="wfr_x",
+        url="http://a/wf",
+        state="RUN_STARTED",
+        created_at=1,
+        entries=entries,
+        **fields,
+    )
+
+
+def _names(run: RunView) -> list[tuple[str, list[str]]]:
+    return [
+        (g["type"], [s.get("stepName", s.get("messageId")) for s in g["steps"]])
+        for g in step_groups(run)
+    ]
+
+
+def test_sequential_parallel_and_next_groups() -> None:
+    run = _run(
+        {"stepId": 1, "stepName": "a", "stepType": "Run", "out": '"A"', "concurrent": 1},
+        {"stepId": 0, "stepName": "b1", "stepType": "Run", "concurrent": 2, "targetStep": 2},
+        {"stepId": 0, "stepName": "b2", "stepType": "Run", "concurrent": 2, "targetStep": 3},
+        {"stepId": 3, "stepName": "b2", "stepType": "Run", "out": '"two"', "concurrent": 2},
+        {"stepId": 2, "stepName": "b1", "stepType": "Run", "out": '"one"', "concurrent": 2},
+        {"stepId": 4, "stepName": "nap", "stepType": "SleepFor", "sleepFor": 1, "concurrent": 1},
+        pending=[{"messageId": "msg_next", "state": "STEP_PROGRESS", "retries": 0}],
+    )
+    assert _names(run) == [
+        ("sequential", ["init"]),
+        ("sequential", ["a"]),
+        ("parallel", ["b2", "b1"]),
+        ("sequential", ["nap"]),
+        ("next", ["msg_next"]),
+    ]
+    nap = step_groups(run)[3]["steps"][0]
+    assert nap["sleepFor"] == 1 and nap["messageId"] == "msg_6" and nap["createdAt"] == 1006
+
+
+def test_two_parallel_groups_in_a_row_stay_apart() -> None:
+    result = {"stepName": "p", "stepType": "Run", "out": "1", "concurrent": 2}
+    run = _run(*({**result, "stepId": i} for i in (1, 2, 3, 4)))
+    assert [g["type"] for g in step_groups(run)] == ["sequential", "parallel", "parallel"]
+
+
+def test_python_step_json_and_a_wait_result() -> None:
+    python_step = (
+        b'{"method": "POST", "stepId": 1, "stepName": "first", "stepType": "Run", "out": "42",'
+        b' "sleepFor": null, "concurrent": 1, "targetStep": null}'
+    )
+    wait = {
+        "stepId": 2,
+        "stepName": "w",
+        "stepType": "Wait",
+        "out": base64.b64encode(b'{"ok":true}').decode(),
+        "waitEventId": "evt",
+        "timeout": "2s",
+        "waitTimeoutDeadline": 5000,
+        "waitTimeout": False,
+        "concurrent": 1,
+    }
+    groups = step_groups(_run(python_step, wait, b"not json"))
+    first, waited = groups[1]["steps"][0], groups[2]["steps"][0]
+    assert first["out"] == "42" and "sleepFor" not in first
+    assert waited["out"] == '{"ok":true}' and waited["waitTimeout"] is False
+    assert (waited["waitEventId"], waited["waitTimeoutDuration"]) == ("evt", "2s")
+    assert len(groups) == 3  # an entry that is not step JSON is left out
+
+
+def test_run_log_fields() -> None:
+    log = run_log(_run(label="a,b", response='{"r":1}', completed_at=9))
+    assert log["labels"] == ["a", "b"] and log["label"] == "a,b"
+    assert log["workflowRunResponse"] == '{"r":1}' and log["workflowRunCompletedAt"] == 9
+    assert "invoker" not in log and "failureFunction" not in log
+    [init] = log["steps"][0]["steps"]
+    assert (init["stepType"], init["out"], init["state"]) == ("Initial", '{"n":1}', "STEP_SUCCESS")
