@@ -9,6 +9,8 @@ import base64
 import json
 from typing import Any
 
+import pytest
+
 from relay import scheduling
 from relay.clock import ManualClock
 from relay.server import EmbeddedRelay
