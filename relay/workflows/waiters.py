@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import base64
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from relay import protocol as p
-from relay.protocol import ApiError, BadRequest
-from relay.service import _NOT_FORWARDED, PublishRequest, RelayService
+from relay.protocol import BadRequest
+from relay.service import _NOT_FORWARDED, RelayService
+from relay.workflows import outbox
 from relay.workflows import protocol as wp
 from relay.workflows.model import RunEnded, WorkflowRun
 
@@ -31,6 +33,8 @@ log = logging.getLogger("relay.workflows.waiters")
 WAITER = "workflow_waiter"
 EARLY_EVENT = "workflow_early_event"
 DEFAULT_TIMEOUT = "7d"
+_INTENT = "wait\0"  # outbox keys: wait, contender (timeout or notify-<id>), waiter key
+_TIMEOUT = f"{_INTENT}timeout\0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +147,9 @@ async def wait(
     )
     await service.backend.put_record(WAITER, waiter.key, waiter.to_record())
     early = await _take_early(service, run_id, event_id)
-    if early is not None:
-        if await _claim(service, waiter):
-            await _resolve(service, waiter, early)
-        else:  # the deadline won meanwhile: keep the event for this run's next wait
-            await _store_early(service, run_id, event_id, early)
+    if early is not None and await _answer(service, waiter, early) is False:
+        # the deadline won meanwhile: keep the event for this run's next wait
+        await _store_early(service, run_id, event_id, early)
     return waiter
 
 
@@ -192,8 +194,8 @@ async def expire(service: RelayService, now: int) -> int | None:
         waiter = Waiter.from_record(record)
         if waiter.deadline > now:
             upcoming = waiter.deadline if upcoming is None else min(upcoming, waiter.deadline)
-        elif await _claim(service, waiter):
-            await _resolve(service, waiter, None)
+        else:
+            await _answer(service, waiter, None)
     return upcoming
 
 
@@ -212,9 +214,9 @@ async def drop_run(service: RelayService, run_id: str) -> None:
 
 async def _wake(service: RelayService, waiter: Waiter, data: bytes) -> dict[str, Any] | None:
     """Answer ``waiter`` with ``data`` if it is still waiting; its notify answer element."""
-    if not await _claim(service, waiter):
+    message_id = await _answer(service, waiter, data)
+    if message_id is False:
         return None  # the timeout or another notify won
-    message_id = await _resolve(service, waiter, data)
     return {
         "waiter": waiter.to_json(),
         "messageId": message_id,
@@ -232,10 +234,10 @@ async def _claim(service: RelayService, waiter: Waiter) -> bool:
     return await service.backend.delete_record(WAITER, waiter.key)
 
 
-async def _resolve(service: RelayService, waiter: Waiter, data: bytes | None) -> str | None:
-    """Publish the Wait step's result entry: the event's data (base64), or the timeout. The
-    step keeps the SDK's own fields; a run that ended meanwhile refuses it, and that is fine."""
-    # Beyond the step's own fields and the result (all the SDK reads): what the logs show.
+def _intent(waiter: Waiter, data: bytes | None, now: int) -> outbox.Intent:
+    """The Wait step's result entry: the event's data (base64), or the timeout. The step keeps
+    the SDK's own fields; beyond those and the result (all the SDK reads): what the logs show.
+    Each contender stores its own intent (the key names it) before claiming the waiter."""
     entry = {
         **waiter.step,
         "waitEventId": waiter.event_id,
@@ -244,22 +246,50 @@ async def _resolve(service: RelayService, waiter: Waiter, data: bytes | None) ->
     }
     if data is None:
         entry["waitTimeout"] = True
-        url, headers = waiter.timeout_url, waiter.timeout_headers
+        url, headers, contender = waiter.timeout_url, waiter.timeout_headers, "timeout"
     else:
         entry.update(out=p.b64(data), waitTimeout=False)
-        url, headers = waiter.url, waiter.headers
-    request = PublishRequest(
+        url, headers, contender = waiter.url, waiter.headers, f"notify-{uuid.uuid4().hex}"
+    return outbox.Intent(
+        key=f"{_INTENT}{contender}\0{waiter.key}",
+        run_id=waiter.run_id,
         destination=url,
         headers=[(name, value) for name, values in headers.items() for value in values[:1]],
         body=p.compact_json(entry),
+        match={"stepId": waiter.step.get("stepId"), "waitEventId": waiter.event_id},
+        created_at=now,
     )
-    try:
-        _, answer = await service.publish(request)
-    except ApiError as exc:
-        log.info("run %s: the result of wait %s was refused: %s", waiter.run_id, waiter.key, exc)
-        return None
-    message_id = answer.get("messageId") if isinstance(answer, dict) else None
-    return str(message_id) if message_id else None
+
+
+async def _answer(service: RelayService, waiter: Waiter, data: bytes | None) -> str | bool | None:
+    """Store the intent, claim the waiter, publish: the result's message id (None: refused);
+    False when another contender won the waiter."""
+    intent = _intent(waiter, data, service.clock.now_ms())
+    await outbox.record(service, intent)
+    if not await _claim(service, waiter):
+        await outbox.discard(service, intent.key)
+        return False
+    return await outbox.deliver(service, intent)
+
+
+async def recover(service: RelayService, now: int) -> None:
+    """Finish the answers a crash interrupted (intents left stale): a waiter still stored is
+    claimed now on its intent's behalf; one claimed already gets its result unless the run
+    holds it. If several contenders left intents, a notify wins over the timeout."""
+    contenders: dict[str, list[outbox.Intent]] = {}
+    for intent in await outbox.stale(service, now):
+        if intent.key.startswith(_INTENT):
+            _, key = intent.key[len(_INTENT) :].split("\0", 1)
+            contenders.setdefault(key, []).append(intent)
+    for key, intents in contenders.items():
+        chosen, *others = sorted(intents, key=lambda i: (i.key.startswith(_TIMEOUT), i.created_at))
+        for other in others:
+            await outbox.discard(service, other.key)
+        db = service.backend
+        if await db.get_record(WAITER, key) is None or await db.delete_record(WAITER, key):
+            await outbox.deliver(service, chosen)
+        else:  # another contender claimed it just now, with its own intent
+            await outbox.discard(service, chosen.key)
 
 
 async def _store_early(service: RelayService, run_id: str, event_id: str, data: bytes) -> None:
