@@ -96,6 +96,8 @@ async def run_ended(
             invokedWorkflowCreatedAt=child.created_at,
             invokedWorkflowRunBody=child.payload.decode("utf-8", "replace"),
         )
+        if (init := await service.backend.get_message(child.message_id)) is not None:
+            entry["invokedWorkflowRunHeaders"] = p.header_map(init.headers)
     headers: dict[str, Any] = pending["headers"]
     intent = outbox.Intent(
         key=f"{INTENT}{run_id}",
