@@ -126,6 +126,7 @@ async def _failure_function(service: RelayService, run: WorkflowRun) -> dict[str
     }
     if callback is not None:
         info["messageId"] = callback.id
+        info.update(await run_messages.last_response(service, callback))
     return info
 
 

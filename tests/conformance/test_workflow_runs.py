@@ -346,3 +346,42 @@ async def test_bulk_cancel_filters_by_the_message_filters_rule(
         "wfr_t": "RUN_CANCELED",
         "wfr_r": "RUN_STARTED",
     }
+
+
+async def test_the_workflow_dlq_and_logs_show_how_the_failure_callback_went(
+    api: Api, receiver: Receiver
+) -> None:
+    receiver.respond("/wf", 500)
+    handled = web.Response(status=202, text="handled", headers={"X-Handled": "yes"})
+    receiver.respond("/failed", lambda r: handled)
+    init = _init(
+        receiver.url("/wf"),
+        "wfr_fc",
+        "x",
+        **{
+            "upstash-retries": "0",
+            "upstash-failure-callback": receiver.url("/failed"),
+            # as the SDK sends them: the failure callback is a message of the run
+            "upstash-failure-callback-workflow-calltype": "failureCall",
+            "upstash-failure-callback-workflow-runid": "wfr_fc",
+        },
+    )
+    await _batch(api, init)
+    await receiver.wait_for(1, "/failed")
+    info: dict[str, Any] = {}
+    for _ in range(100):
+        _, page = await api.call("GET", "/v2/dlq?source=workflow&workflowRunId=wfr_fc")
+        info = page["messages"][0]["failureCallbackInfo"] if page["messages"] else {}
+        if info.get("state") == "CALLBACK_SUCCESS":
+            break
+        await asyncio.sleep(0.05)
+    assert info == {
+        "state": "CALLBACK_SUCCESS",
+        "responseStatus": 202,
+        "responseBody": "handled",
+        "responseHeaders": info["responseHeaders"],
+    }
+    assert info["responseHeaders"]["X-Handled"] == ["yes"]
+    _, logs = await api.call("GET", "/v2/workflows/events?workflowRunId=wfr_fc")
+    function = logs["runs"][0]["failureFunction"]
+    assert (function["responseStatus"], function["responseBody"]) == (202, "handled")
