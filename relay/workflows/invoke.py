@@ -4,8 +4,10 @@ relay writes the Invoke step's result entry into the parent by publishing it to 
 URL with the headers the wrapper named, as the SDK would publish any step.
 
 Two records per child run: the *invoker* (the parent, kept for the child's logs) and the
-*pending result* (what to publish to the parent), deleted by whoever publishes the result, so a
-child's end is reported to its parent once.
+*pending result* (what to publish to the parent), claimed (deleted) by whoever publishes the
+result, so a child's end is reported to its parent once; the result is stored as an intent
+(relay.workflows.outbox) before the claim, and a pending result left behind an ended run is
+the recovery pass's sign that the end was not followed up (relay.workflows.recovery).
 """
 
 from __future__ import annotations

@@ -75,10 +75,11 @@ async def discard(service: RelayService, key: str) -> None:
     await service.backend.delete_record(OUTBOX, key)
 
 
-async def deliver(service: RelayService, intent: Intent) -> str | None:
-    """Publish ``intent`` unless its run holds its entry already, then clear it; the result
-    message's id (None when the run refused it: it ended meanwhile, and that is fine)."""
-    message_id = await _published(service, intent)
+async def deliver(service: RelayService, intent: Intent, *, again: bool = False) -> str | None:
+    """Publish ``intent``, then clear it; the result message's id (None when the run refused
+    it: it ended meanwhile, and that is fine). ``again`` (the recovery pass): unless the run
+    holds its entry already; the claim's winner need not look."""
+    message_id = await _published(service, intent) if again else None
     if message_id is None:
         request = PublishRequest(intent.destination, intent.headers, intent.body)
         try:
@@ -92,16 +93,14 @@ async def deliver(service: RelayService, intent: Intent) -> str | None:
     return message_id
 
 
-async def stale(service: RelayService, now: int) -> list[Intent]:
-    """The intents stored more than ``GRACE`` ago: left by a crash, for the recovery pass."""
-    intents = [Intent.from_record(r) for r in await service.backend.list_records(OUTBOX)]
+async def stored(service: RelayService) -> list[Intent]:
+    """Every intent stored, for the recovery pass."""
+    return [Intent.from_record(r) for r in await service.backend.list_records(OUTBOX)]
+
+
+def stale(intents: list[Intent], now: int) -> list[Intent]:
+    """Those stored more than ``GRACE`` ago: left by a crash."""
     return [i for i in intents if i.created_at + GRACE <= now]
-
-
-async def next_stale(service: RelayService) -> int | None:
-    """When the earliest intent stored becomes stale (ms), for a ticker that sleeps."""
-    times = [r["createdAt"] + GRACE for r in await service.backend.list_records(OUTBOX)]
-    return min(times, default=None)
 
 
 async def _published(service: RelayService, intent: Intent) -> str | None:

@@ -14,12 +14,15 @@ from relay.workflows import invoke, outbox, runs, waiters
 
 
 async def recover(service: RelayService, now: int) -> int | None:
-    """Run the pass at ``now`` (ms); when the next stored intent becomes stale, for a ticker
+    """Run the pass at ``now`` (ms); when the next intent left becomes stale, for a ticker
     that sleeps until then."""
-    await waiters.recover(service, now)
-    for intent in await outbox.stale(service, now):
+    intents = await outbox.stored(service)
+    stale = outbox.stale(intents, now)
+    await waiters.recover(service, stale)
+    for intent in stale:
         if intent.key.startswith(invoke.INTENT):
-            await outbox.deliver(service, intent)
+            await outbox.deliver(service, intent, again=True)
     for run in await invoke.unreported(service, now):
         await runs.ended(service, run)
-    return await outbox.next_stale(service)
+    waiting = [i.created_at + outbox.GRACE for i in intents if i.created_at + outbox.GRACE > now]
+    return min(waiting, default=None)

@@ -4,7 +4,9 @@ the run by publishing it to the workflow URL, as the SDK would publish any step.
 
 State is two kinds of records: a *waiter* (one waiting step of one run) and an *early event* (a
 run-scoped notify that came before its wait: the look-back). Exactly one of notify and timeout
-wins a waiter: whoever deletes its record (an atomic delete on both backends) writes the result.
+wins a waiter: whoever deletes its record (an atomic delete on both backends) writes the result;
+each contender stores its result as an intent first (relay.workflows.outbox), so a crash after
+the claim leaves it for the recovery pass.
 A run-scoped notify and a wait that start together each look for the other after storing their
 own record, and the early event, too, is taken by deleting it, so the pair meets exactly once.
 Deadlines are kept in the waiter records and expired by the ticker (``expire``), so a timeout
@@ -272,12 +274,12 @@ async def _answer(service: RelayService, waiter: Waiter, data: bytes | None) -> 
     return await outbox.deliver(service, intent)
 
 
-async def recover(service: RelayService, now: int) -> None:
-    """Finish the answers a crash interrupted (intents left stale): a waiter still stored is
+async def recover(service: RelayService, stale: list[outbox.Intent]) -> None:
+    """Finish the answers a crash interrupted (``stale`` intents): a waiter still stored is
     claimed now on its intent's behalf; one claimed already gets its result unless the run
     holds it. If several contenders left intents, a notify wins over the timeout."""
     contenders: dict[str, list[outbox.Intent]] = {}
-    for intent in await outbox.stale(service, now):
+    for intent in stale:
         if intent.key.startswith(_INTENT):
             _, key = intent.key[len(_INTENT) :].split("\0", 1)
             contenders.setdefault(key, []).append(intent)
@@ -287,7 +289,7 @@ async def recover(service: RelayService, now: int) -> None:
             await outbox.discard(service, other.key)
         db = service.backend
         if await db.get_record(WAITER, key) is None or await db.delete_record(WAITER, key):
-            await outbox.deliver(service, chosen)
+            await outbox.deliver(service, chosen, again=True)
         else:  # another contender claimed it just now, with its own intent
             await outbox.discard(service, chosen.key)
 
