@@ -37,6 +37,7 @@ EARLY_EVENT = "workflow_early_event"
 DEFAULT_TIMEOUT = "7d"
 _INTENT = "wait\0"  # outbox keys: wait, contender (timeout or notify-<id>), waiter key
 _TIMEOUT = f"{_INTENT}timeout\0"
+_EARLY = f"{_INTENT}early-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +149,9 @@ async def wait(
         run_created_at=run.created_at,
     )
     await service.backend.put_record(WAITER, waiter.key, waiter.to_record())
-    early = await _take_early(service, run_id, event_id)
-    if early is not None and await _answer(service, waiter, early) is False:
-        # the deadline won meanwhile: keep the event for this run's next wait
-        await _store_early(service, run_id, event_id, early)
+    early = await _peek_early(service, run_id, event_id)
+    if early is not None:
+        await _answer(service, waiter, early, early=True)
     return waiter
 
 
@@ -167,13 +167,12 @@ async def notify(
         await _store_early(service, run_id, event_id, data)
         # A wait that registered meanwhile did not see the event: meet it here.
         for waiter in await waiters_of(service, event_id, run_id):
-            early = await _take_early(service, run_id, event_id)
+            early = await _peek_early(service, run_id, event_id)
             if early is None:
                 break  # the wait took it
-            if (found := await _wake(service, waiter, early)) is not None:
+            if (found := await _wake(service, waiter, early, early=True)) is not None:
                 woken.append(found)
                 break
-            await _store_early(service, run_id, event_id, early)
     return woken
 
 
@@ -214,9 +213,11 @@ async def drop_run(service: RelayService, run_id: str) -> None:
 # --- claiming and answering ---------------------------------------------------------------------
 
 
-async def _wake(service: RelayService, waiter: Waiter, data: bytes) -> dict[str, Any] | None:
+async def _wake(
+    service: RelayService, waiter: Waiter, data: bytes, *, early: bool = False
+) -> dict[str, Any] | None:
     """Answer ``waiter`` with ``data`` if it is still waiting; its notify answer element."""
-    message_id = await _answer(service, waiter, data)
+    message_id = await _answer(service, waiter, data, early=early)
     if message_id is False:
         return None  # the timeout or another notify won
     return {
@@ -236,7 +237,7 @@ async def _claim(service: RelayService, waiter: Waiter) -> bool:
     return await service.backend.delete_record(WAITER, waiter.key)
 
 
-def _intent(waiter: Waiter, data: bytes | None, now: int) -> outbox.Intent:
+def _intent(waiter: Waiter, data: bytes | None, now: int, *, early: bool) -> outbox.Intent:
     """The Wait step's result entry: the event's data (base64), or the timeout. The step keeps
     the SDK's own fields; beyond those and the result (all the SDK reads): what the logs show.
     Each contender stores its own intent (the key names it) before claiming the waiter."""
@@ -251,7 +252,8 @@ def _intent(waiter: Waiter, data: bytes | None, now: int) -> outbox.Intent:
         url, headers, contender = waiter.timeout_url, waiter.timeout_headers, "timeout"
     else:
         entry.update(out=p.b64(data), waitTimeout=False)
-        url, headers, contender = waiter.url, waiter.headers, f"notify-{uuid.uuid4().hex}"
+        kind = "early" if early else "notify"
+        url, headers, contender = waiter.url, waiter.headers, f"{kind}-{uuid.uuid4().hex}"
     return outbox.Intent(
         key=f"{_INTENT}{contender}\0{waiter.key}",
         run_id=waiter.run_id,
@@ -263,12 +265,21 @@ def _intent(waiter: Waiter, data: bytes | None, now: int) -> outbox.Intent:
     )
 
 
-async def _answer(service: RelayService, waiter: Waiter, data: bytes | None) -> str | bool | None:
-    """Store the intent, claim the waiter, publish: the result's message id (None: refused);
-    False when another contender won the waiter."""
-    intent = _intent(waiter, data, service.clock.now_ms())
+async def _answer(
+    service: RelayService, waiter: Waiter, data: bytes | None, *, early: bool = False
+) -> str | bool | None:
+    """Store the intent, (``early``: take the run's early event,) claim the waiter, publish:
+    the result's message id (None: refused); False when another contender won the waiter
+    (an early event is kept for the run's next wait) or took the early event."""
+    intent = _intent(waiter, data, service.clock.now_ms(), early=early)
     await outbox.record(service, intent)
+    early_key = _early_key(waiter.run_id, waiter.event_id)
+    if early and not await service.backend.delete_record(EARLY_EVENT, early_key):
+        await outbox.discard(service, intent.key)
+        return False
     if not await _claim(service, waiter):
+        if early and data is not None:
+            await _store_early(service, waiter.run_id, waiter.event_id, data)
         await outbox.discard(service, intent.key)
         return False
     return await outbox.deliver(service, intent)
@@ -277,7 +288,7 @@ async def _answer(service: RelayService, waiter: Waiter, data: bytes | None) -> 
 async def recover(service: RelayService, stale: list[outbox.Intent]) -> None:
     """Finish the answers a crash interrupted (``stale`` intents): a waiter still stored is
     claimed now on its intent's behalf; one claimed already gets its result unless the run
-    holds it. If several contenders left intents, a notify wins over the timeout."""
+    holds it. If several contenders left intents, an event wins over the timeout."""
     contenders: dict[str, list[outbox.Intent]] = {}
     for intent in stale:
         if intent.key.startswith(_INTENT):
@@ -289,6 +300,9 @@ async def recover(service: RelayService, stale: list[outbox.Intent]) -> None:
             await outbox.discard(service, other.key)
         db = service.backend
         if await db.get_record(WAITER, key) is None or await db.delete_record(WAITER, key):
+            if chosen.key.startswith(_EARLY):  # its early event: taken now if it was not yet
+                event_id = key.split("\0", 1)[0]
+                await db.delete_record(EARLY_EVENT, _early_key(chosen.run_id, event_id))
             await outbox.deliver(service, chosen, again=True)
         else:  # another contender claimed it just now, with its own intent
             await outbox.discard(service, chosen.key)
@@ -299,13 +313,10 @@ async def _store_early(service: RelayService, run_id: str, event_id: str, data: 
     await service.backend.put_record(EARLY_EVENT, _early_key(run_id, event_id), record)
 
 
-async def _take_early(service: RelayService, run_id: str, event_id: str) -> bytes | None:
-    """The run's early event for ``event_id``, taken (deleted) by this caller only."""
-    key = _early_key(run_id, event_id)
-    record = await service.backend.get_record(EARLY_EVENT, key)
-    if record is None or not await service.backend.delete_record(EARLY_EVENT, key):
-        return None
-    return base64.b64decode(record["data"])
+async def _peek_early(service: RelayService, run_id: str, event_id: str) -> bytes | None:
+    """The run's early event for ``event_id``, if one is kept (``_answer`` takes it)."""
+    record = await service.backend.get_record(EARLY_EVENT, _early_key(run_id, event_id))
+    return None if record is None else base64.b64decode(record["data"])
 
 
 # --- parsing ------------------------------------------------------------------------------------

@@ -162,3 +162,29 @@ async def test_a_child_run_that_ended_before_a_crash_reports_to_its_parent(
     assert json.loads(result["out"]) == {"body": '"ok"', "isFailed": False, "isCanceled": False}
     assert await relay.service.backend.list_records(invoke.PENDING_RESULT) == []
     assert await relay.service.backend.list_records(outbox.OUTBOX) == []
+
+
+@pytest.mark.parametrize("window", ["before-claim", "after-claim"])
+async def test_an_early_event_taken_before_a_crash_answers_the_wait_by_recovery(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    window: str,
+) -> None:
+    """A run-scoped notify came first; the wait takes its event, then the process dies."""
+    url = await _start(api, receiver, relay, "wfr_e")
+    assert await waiters.notify(relay.service, "evt", b"early", run_id="wfr_e") == []
+    with monkeypatch.context() as patch:
+        if window == "before-claim":
+            patch.setattr(waiters, "_claim", _crash)
+        else:
+            patch.setattr(outbox, "deliver", _crash)
+        with pytest.raises(AssertionError, match="500"):  # the request died with the crash
+            await _wait(api, url, "wfr_e", "evt", timeout="1h")
+    await _recover(relay, clock)
+    [result] = await _results(relay.service, "wfr_e", "waitTimeout")
+    assert result["out"] == "ZWFybHk="  # b64 "early"
+    assert await waiters.waiters_of(relay.service, "evt") == []
+    assert await relay.service.backend.list_records(waiters.EARLY_EVENT) == []
