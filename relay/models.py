@@ -232,7 +232,8 @@ class EventQuery:
             (self.flow_control_keys, [detail.get("flowControlKey")]),
             (self.caller_ips, [detail.get("callerIp")]),
         ]
-        return _passes(wanted, event.url, self, event.time)
+        wanted.append((self.urls, [event.url]))
+        return passes_filters(wanted, event.url, event.time, self)
 
 
 @dataclass(slots=True)
@@ -283,33 +284,30 @@ class PendingQuery:
             (self.flow_control_keys, [message.flow_control_key]),
             (self.caller_ips, [message.caller_ip]),
         ]
-        return _passes(wanted, message.url, self, message.created_at)
+        wanted.append((self.urls, [message.url]))
+        return passes_filters(wanted, message.url, message.created_at, self)
 
 
-class _UrlAndTimeFilters(Protocol):
-    urls: list[str]
+class UrlAndTimeFilters(Protocol):
+    """The filters every query has beside its lists: destination host and path, time bounds."""
+
     hosts: list[str]
     paths: list[str]
     from_time: int | None
     to_time: int | None
 
 
-def _passes(
+def passes_filters(
     wanted: list[tuple[list[str], Sequence[str | None]]],
     url: str,
-    filters: _UrlAndTimeFilters,
     time: int,
+    filters: UrlAndTimeFilters,
 ) -> bool:
-    """The filters' rule: each non-empty list of values must hold one of what the record has
-    (values OR-ed, filters AND-ed); the destination URL's host and path are filters too; the
-    time (ms) lies within the bounds."""
+    """The filters' rule (messages, events, workflow runs): each non-empty list of values must
+    hold one of what the record has (values OR-ed, filters AND-ed); the destination URL's host
+    and path are filters too; the time (ms) lies within the bounds."""
     parts = urlsplit(url)
-    wanted = [
-        *wanted,
-        (filters.urls, [url]),
-        (filters.hosts, [parts.hostname]),
-        (filters.paths, [parts.path or "/"]),
-    ]
+    wanted = [*wanted, (filters.hosts, [parts.hostname]), (filters.paths, [parts.path or "/"])]
     if any(values and not set(values) & set(have) for values, have in wanted):
         return False
     if filters.from_time is not None and time < filters.from_time:

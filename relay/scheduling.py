@@ -39,7 +39,7 @@ from relay import queues
 from relay.models import MessageState
 from relay.protocol import ApiError, BadRequest, NotFound, PayloadTooLarge
 from relay.service import _NOT_FORWARDED, PublishRequest, RelayService
-from relay.workflows import waiters
+from relay.workflows import recovery, waiters
 
 log = logging.getLogger("relay.scheduling")
 
@@ -348,9 +348,10 @@ async def tick(service: RelayService, now: int | None = None) -> Tick:
         if due is not None and (next_fire is None or due < next_fire):
             next_fire = due
     # Workflow waits time out on the same tick; the ticker wakes at the next deadline too.
-    deadline = await waiters.expire(service, now)
-    if deadline is not None and (next_fire is None or deadline < next_fire):
-        next_fire = deadline
+    # Workflow results a crash interrupted are finished on the same tick (relay.workflows.recovery).
+    for deadline in (await waiters.expire(service, now), await recovery.recover(service, now)):
+        if deadline is not None and (next_fire is None or deadline < next_fire):
+            next_fire = deadline
     return Tick(fired, next_fire)
 
 

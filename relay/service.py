@@ -270,6 +270,7 @@ class RelayService:
                     payload=request.body,
                     settings=wp.run_level(original),
                     label=options.label,
+                    caller_ip=request.caller_ip,
                 )
             )
         return messages, runs

@@ -118,6 +118,23 @@ class MessageFilter(_Wire):
     count: int | None = Field(default=None, description="ignored (the TypeScript SDK sends it)")
 
 
+class RunFilter(_Wire):
+    """``DELETE /v2/workflows/runs``: run ids, or a workflow URL (a prefix unless
+    ``workflowUrlExactMatch``), or all, narrowed by the message filters; at most ``count``."""
+
+    workflow_run_ids: list[str] = []
+    workflow_url: str | None = None
+    workflow_url_exact_match: bool = False
+    count: int | None = Field(default=None, ge=1)
+    label: list[str] = []
+    flow_control_key: list[str] = []
+    caller_ip: list[str] = []
+    host: list[str] = []
+    path: list[str] = []
+    from_date: int | None = Time
+    to_date: int | None = Time
+
+
 # --- request headers and bodies --------------------------------------------------------------
 
 

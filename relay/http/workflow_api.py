@@ -9,7 +9,8 @@ from urllib.parse import unquote
 
 from relay import protocol as p
 from relay.http import openapi
-from relay.http.api import ApiRequest, ApiResponse, route
+from relay.http import schemas as s
+from relay.http.api import ApiRequest, ApiResponse, parse_query, route
 from relay.service import RelayService
 from relay.workflows import runs
 from relay.workflows.model import RunQuery
@@ -31,16 +32,28 @@ async def end_run(service: RelayService, request: ApiRequest, match: re.Match[st
     return ApiResponse.json({})
 
 
-@route("DELETE", r"/v2/workflows/runs", summary="Cancel workflow runs by id or by URL")
+@route(
+    "DELETE",
+    r"/v2/workflows/runs",
+    summary="Cancel workflow runs by id, by URL, by filter, or all",
+    query=s.RunFilter,
+)
 async def cancel_runs(
     service: RelayService, request: ApiRequest, match: re.Match[str]
 ) -> ApiResponse:
-    count = request.param("count")
+    given = parse_query(request, s.RunFilter)
     query = RunQuery(
-        run_ids=request.param_list("workflowRunIds"),
-        url=request.param("workflowUrl") or None,
-        url_exact=p.parse_bool(request.param("workflowUrlExactMatch") or "false"),
-        count=p.parse_int(count, what="count", minimum=1) if count else None,
+        run_ids=given.workflow_run_ids,
+        url=given.workflow_url,
+        url_exact=given.workflow_url_exact_match,
+        count=given.count,
+        labels=given.label,
+        flow_control_keys=given.flow_control_key,
+        caller_ips=given.caller_ip,
+        hosts=given.host,
+        paths=given.path,
+        from_time=given.from_date,
+        to_time=given.to_date,
     )
     return ApiResponse.json({"cancelled": await runs.cancel_matching(service, query)})
 

@@ -37,8 +37,11 @@ async def workflow_fields(service: RelayService, entry: DlqEntry) -> dict[str, A
     }
     if entry.message.failure_callback:
         fields["failureCallback"] = entry.message.failure_callback
-        _, state = await run_messages.failure_callback(service, run, entry)
-        fields["failureCallbackInfo"] = {"state": state}
+        callback, state = await run_messages.failure_callback(service, run, entry)
+        info = {"state": state}
+        if callback is not None:
+            info.update(await run_messages.last_response(service, callback))
+        fields["failureCallbackInfo"] = info
     return fields
 
 

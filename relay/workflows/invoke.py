@@ -4,8 +4,10 @@ relay writes the Invoke step's result entry into the parent by publishing it to 
 URL with the headers the wrapper named, as the SDK would publish any step.
 
 Two records per child run: the *invoker* (the parent, kept for the child's logs) and the
-*pending result* (what to publish to the parent), deleted by whoever publishes the result, so a
-child's end is reported to its parent once.
+*pending result* (what to publish to the parent), claimed (deleted) by whoever publishes the
+result, so a child's end is reported to its parent once; the result is stored as an intent
+(relay.workflows.outbox) before the claim, and a pending result left behind an ended run is
+the recovery pass's sign that the end was not followed up (relay.workflows.recovery).
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ import orjson
 from relay import protocol as p
 from relay.protocol import ApiError, BadRequest
 from relay.service import PublishRequest, RelayService
+from relay.workflows import outbox
 from relay.workflows import protocol as wp
+from relay.workflows.model import WorkflowRun
 
 log = logging.getLogger("relay.workflows.invoke")
 
 INVOKER = "workflow_invoker"
 PENDING_RESULT = "workflow_invoke_result"
 H_INVOKE = "upstash-workflow-invoke"
+INTENT = "invoke\0"  # outbox keys: invoke, the child run id
 
 
 def requested(headers: Iterable[tuple[str, str]]) -> bool:
@@ -45,7 +50,12 @@ async def start(service: RelayService, request: PublishRequest) -> tuple[int, An
         "workflowUrl": wrapper["workflowUrl"],
         "workflowRunCreatedAt": wrapper.get("workflowRunCreatedAt"),
     }
-    pending = {"headers": wrapper.get("headers") or {}, "step": wrapper["step"], **invoker}
+    pending = {
+        "headers": wrapper.get("headers") or {},
+        "step": wrapper["step"],
+        "childRunId": child_id,
+        **invoker,
+    }
     await service.backend.put_record(INVOKER, child_id, invoker)
     await service.backend.put_record(PENDING_RESULT, child_id, pending)
     child = replace(
@@ -74,29 +84,48 @@ async def run_ended(
     failed: bool = False,
     canceled: bool = False,
 ) -> None:
-    """A run ended: if it was invoked, publish its result to the parent (once)."""
+    """A run ended: if it was invoked, publish its result to the parent (once). The intent is
+    stored before the pending result is claimed, so a crash after the claim leaves it for
+    ``outbox``'s recovery; a caller that loses the claim left the same intent (same key)."""
     pending = await service.backend.get_record(PENDING_RESULT, run_id)
-    if pending is None or not await service.backend.delete_record(PENDING_RESULT, run_id):
+    if pending is None:
         return
     out = {"body": response, "isFailed": failed, "isCanceled": canceled}
-    entry = {**pending["step"], "out": p.compact_json(out).decode()}
+    entry = {**pending["step"], "out": p.compact_json(out).decode(), "invokedWorkflowRunId": run_id}
     if (child := await service.backend.get_run(run_id)) is not None:  # for the parent's logs
         entry.update(
-            invokedWorkflowRunId=child.run_id,
             invokedWorkflowUrl=child.url,
             invokedWorkflowCreatedAt=child.created_at,
             invokedWorkflowRunBody=child.payload.decode("utf-8", "replace"),
         )
+        if (init := await service.backend.get_message(child.message_id)) is not None:
+            entry["invokedWorkflowRunHeaders"] = p.header_map(init.headers)
     headers: dict[str, Any] = pending["headers"]
-    result = PublishRequest(
+    intent = outbox.Intent(
+        key=f"{INTENT}{run_id}",
+        run_id=pending["workflowRunId"],
         destination=pending["workflowUrl"],
         headers=[(k, str(v[0] if isinstance(v, list) else v)) for k, v in headers.items() if v],
         body=p.compact_json(entry),
+        match={"stepId": pending["step"].get("stepId"), "invokedWorkflowRunId": run_id},
+        created_at=service.clock.now_ms(),
     )
-    try:
-        await service.publish(result)
-    except ApiError as exc:  # the parent ended meanwhile (cancelled): nothing waits for it
-        log.info("run %s: its result to invoker %s was refused: %s", run_id, pending, exc)
+    await outbox.record(service, intent)
+    if await service.backend.delete_record(PENDING_RESULT, run_id):
+        await outbox.deliver(service, intent)
+
+
+async def unreported(service: RelayService, now: int) -> list[WorkflowRun]:
+    """Invoked runs that ended ``outbox.GRACE`` ago or more with their result still pending:
+    a crash came between their end and its report (the recovery pass reports them)."""
+    found = []
+    for record in await service.backend.list_records(PENDING_RESULT):
+        child_id = record.get("childRunId")
+        run = await service.backend.get_run(child_id) if isinstance(child_id, str) else None
+        ended_at = run.completed_at if run is not None else None
+        if run is not None and ended_at is not None and ended_at + outbox.GRACE <= now:
+            found.append(run)
+    return found
 
 
 def _wrapper(body: bytes) -> dict[str, Any]:

@@ -10,8 +10,6 @@ gather in a ``parallel`` group of ``concurrent`` steps, plans are left out, ever
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +17,8 @@ from typing import Any
 import orjson
 
 from relay import protocol as p
-from relay.models import MessageState
 from relay.service import RelayService
-from relay.workflows import invoke, run_messages
+from relay.workflows import invoke, log_details, run_messages
 from relay.workflows.model import RunLogQuery, WorkflowRun
 
 INITIAL_STEP = "init"
@@ -40,6 +37,7 @@ _STEP_DETAILS = (
     "invokedWorkflowUrl",
     "invokedWorkflowCreatedAt",
     "invokedWorkflowRunBody",
+    "invokedWorkflowRunHeaders",
 )
 
 
@@ -70,6 +68,7 @@ class RunView:
     invoker: dict[str, Any] | None = None
     failure_function: dict[str, Any] | None = None
     pending: list[dict[str, Any]] = field(default_factory=list)  # the `next` group's steps
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)  # call requests by step id
 
 
 async def list_logs(service: RelayService, query: RunLogQuery) -> dict[str, Any]:
@@ -105,25 +104,9 @@ async def _view(service: RelayService, run: WorkflowRun) -> RunView:
         dlq_id=run.dlq_id,
         invoker=await invoke.invoker_of(service, run.run_id),
         failure_function=await _failure_function(service, run),
-        pending=await _pending(service, run),
+        pending=await log_details.pending(service, run),
+        calls=await log_details.calls(service, run),
     )
-
-
-async def _pending(service: RelayService, run: WorkflowRun) -> list[dict[str, Any]]:
-    """The ``next`` group: the run's messages under way to its URL."""
-    if run.state.ended:
-        return []
-    found = await run_messages.of_run(
-        service, run, run.url, run.created_at, list(run_messages.PENDING)
-    )
-    return [
-        {
-            "messageId": m.id,
-            "state": "STEP_RETRY" if m.state is MessageState.RETRY else "STEP_PROGRESS",
-            "retries": m.retried,
-        }
-        for m in reversed(found)
-    ]
 
 
 async def _failure_function(service: RelayService, run: WorkflowRun) -> dict[str, Any] | None:
@@ -143,6 +126,7 @@ async def _failure_function(service: RelayService, run: WorkflowRun) -> dict[str
     }
     if callback is not None:
         info["messageId"] = callback.id
+        info.update(await run_messages.last_response(service, callback))
     return info
 
 
@@ -179,6 +163,9 @@ def step_groups(run: RunView) -> list[dict[str, Any]]:
         if step is None or _is_plan(step):
             continue
         log = _step_log(entry, step)
+        if step.get("stepType") == "Call":
+            log.update(log_details.call_response(step.get("out")))
+            log.update(run.calls.get(step.get("stepId") or 0, {}))
         concurrent = int(step.get("concurrent") or 1)
         if concurrent <= 1:
             groups.append(_sequential(log))
@@ -238,7 +225,7 @@ def _step_log(entry: Entry, step: dict[str, Any]) -> dict[str, Any]:
         log["waitTimeoutDuration"] = step.get("timeout")
         log["waitTimeout"] = bool(step.get("waitTimeout"))
         if isinstance(step.get("out"), str):
-            log["out"] = _b64_text(step["out"])
+            log["out"] = log_details.b64_text(step["out"])
     return log
 
 
@@ -248,10 +235,3 @@ def _step_json(body: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return step if isinstance(step, dict) else None
-
-
-def _b64_text(value: str) -> str:
-    try:
-        return base64.b64decode(value, validate=True).decode("utf-8", "replace")
-    except (binascii.Error, ValueError):
-        return value

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay.flow_control import H_KEY as H_FLOW_CONTROL_KEY
+from relay.models import passes_filters, split_labels
 from relay.protocol import BadRequest
 
 
@@ -35,6 +38,7 @@ class WorkflowRun:
     payload: bytes  # the initial payload, exactly as received
     settings: list[tuple[str, str]] = field(default_factory=list)
     label: str | None = None
+    caller_ip: str | None = None  # the Init publisher's
     state: RunState = RunState.RUN_STARTED
     completed_at: int | None = None  # ms
     response: str | None = None  # workflowRunResponse: the DELETE body of a success
@@ -50,7 +54,13 @@ class WorkflowRun:
             "message_id": self.message_id,
             "settings": self.settings,
             "label": self.label,
+            "caller_ip": self.caller_ip,
         }
+
+    @property
+    def flow_control_key(self) -> str | None:
+        """The run's flow-control key (its Init's ``Upstash-Flow-Control-Key``)."""
+        return next((v for k, v in self.settings if k.lower() == H_FLOW_CONTROL_KEY), None)
 
     @classmethod
     def from_record(cls, record: dict[str, Any], payload: bytes, **state: Any) -> WorkflowRun:
@@ -72,19 +82,35 @@ class RunEntry:
 @dataclass(slots=True)
 class RunQuery:
     """Which runs a bulk cancel means: by ids, or by URL (a prefix unless ``url_exact``), or
-    all; only runs not yet ended; at most ``count``."""
+    all, narrowed by the message filters' rule (relay.models.passes_filters: labels, flow
+    control keys, caller IPs, hosts, paths, created within ``from_time``…``to_time``); only
+    runs not yet ended; at most ``count``."""
 
     run_ids: list[str] = field(default_factory=list)
     url: str | None = None
     url_exact: bool = False
     count: int | None = None
+    labels: list[str] = field(default_factory=list)
+    flow_control_keys: list[str] = field(default_factory=list)
+    caller_ips: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    from_time: int | None = None
+    to_time: int | None = None
 
     def matches(self, run: WorkflowRun) -> bool:
         if self.run_ids and run.run_id not in self.run_ids:
             return False
-        if self.url is None:
-            return True
-        return run.url == self.url if self.url_exact else run.url.startswith(self.url)
+        if self.url is not None and not (
+            run.url == self.url if self.url_exact else run.url.startswith(self.url)
+        ):
+            return False
+        wanted: list[tuple[list[str], Sequence[str | None]]] = [
+            (self.labels, split_labels(run.label)),
+            (self.flow_control_keys, [run.flow_control_key]),
+            (self.caller_ips, [run.caller_ip]),
+        ]
+        return passes_filters(wanted, run.url, run.created_at, self)
 
 
 @dataclass(slots=True)

@@ -4,13 +4,16 @@ callback of a failed run with how it went. Read by the logs and the workflow DLQ
 
 from __future__ import annotations
 
-from relay.models import DlqEntry, Message, MessageQuery, MessageState
+from typing import Any
+
+from relay.models import DlqEntry, EventQuery, Message, MessageQuery, MessageState
 from relay.service import RelayService
 from relay.workflows.model import WorkflowRun
 from relay.workflows.protocol import CallType
 
 SCAN = 200  # messages of a URL read per lookup
 PENDING = (MessageState.CREATED, MessageState.ACTIVE, MessageState.RETRY)
+_ATTEMPTS = [MessageState.DELIVERED, MessageState.RETRY, MessageState.FAILED]
 _CALLBACK_STATES = {
     MessageState.DELIVERED: "CALLBACK_SUCCESS",
     MessageState.FAILED: "CALLBACK_FAIL",
@@ -40,3 +43,18 @@ async def failure_callback(
     if not callbacks:
         return None, "CALLBACK_INPROGRESS"
     return callbacks[0], _CALLBACK_STATES.get(callbacks[0].state, "CALLBACK_INPROGRESS")
+
+
+async def last_response(service: RelayService, message: Message) -> dict[str, Any]:
+    """What ``message``'s latest attempt got back: ``responseStatus``, ``responseBody`` and
+    ``responseHeaders`` (none before an answer came)."""
+    query = EventQuery(message_ids=[message.id], states=list(_ATTEMPTS), count=1)
+    events = (await service.backend.list_events(query)).items
+    detail = events[0].detail if events else {}
+    if detail.get("responseStatus") is None:
+        return {}
+    return {
+        "responseStatus": detail["responseStatus"],
+        "responseBody": detail.get("responseBody") or "",
+        "responseHeaders": detail.get("responseHeaders") or {},
+    }

@@ -93,9 +93,11 @@ async def failed(service: RelayService, run_id: str) -> None:
 
 
 async def ended(service: RelayService, run: WorkflowRun) -> None:
-    """A run ended: its steps still waiting are cancelled, its invoker gets the result, its
-    waiters are forgotten. All idempotent, so a repeat (a failure settled twice) does nothing."""
+    """A run ended: its steps still waiting are cancelled, its waiters are forgotten, its
+    invoker gets the result. All idempotent, so a repeat (a failure settled twice, the recovery
+    pass after a crash here: the invoker's pending result goes last, as the mark) is harmless."""
     await _cancel_waiting(service, run)
+    await waiters.drop_run(service, run.run_id)
     await invoke.run_ended(
         service,
         run.run_id,
@@ -103,7 +105,6 @@ async def ended(service: RelayService, run: WorkflowRun) -> None:
         failed=run.state is RunState.RUN_FAILED,
         canceled=run.state is RunState.RUN_CANCELED,
     )
-    await waiters.drop_run(service, run.run_id)
 
 
 async def _cancel_waiting(service: RelayService, run: WorkflowRun) -> None:

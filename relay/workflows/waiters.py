@@ -4,7 +4,9 @@ the run by publishing it to the workflow URL, as the SDK would publish any step.
 
 State is two kinds of records: a *waiter* (one waiting step of one run) and an *early event* (a
 run-scoped notify that came before its wait: the look-back). Exactly one of notify and timeout
-wins a waiter: whoever deletes its record (an atomic delete on both backends) writes the result.
+wins a waiter: whoever deletes its record (an atomic delete on both backends) writes the result;
+each contender stores its result as an intent first (relay.workflows.outbox), so a crash after
+the claim leaves it for the recovery pass.
 A run-scoped notify and a wait that start together each look for the other after storing their
 own record, and the early event, too, is taken by deleting it, so the pair meets exactly once.
 Deadlines are kept in the waiter records and expired by the ticker (``expire``), so a timeout
@@ -15,14 +17,16 @@ from __future__ import annotations
 
 import base64
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from relay import protocol as p
-from relay.protocol import ApiError, BadRequest
-from relay.service import _NOT_FORWARDED, PublishRequest, RelayService
+from relay.protocol import BadRequest
+from relay.service import _NOT_FORWARDED, RelayService
+from relay.workflows import outbox
 from relay.workflows import protocol as wp
 from relay.workflows.model import RunEnded, WorkflowRun
 
@@ -31,6 +35,9 @@ log = logging.getLogger("relay.workflows.waiters")
 WAITER = "workflow_waiter"
 EARLY_EVENT = "workflow_early_event"
 DEFAULT_TIMEOUT = "7d"
+_INTENT = "wait\0"  # outbox keys: wait, contender (timeout or notify-<id>), waiter key
+_TIMEOUT = f"{_INTENT}timeout\0"
+_EARLY = f"{_INTENT}early-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +149,9 @@ async def wait(
         run_created_at=run.created_at,
     )
     await service.backend.put_record(WAITER, waiter.key, waiter.to_record())
-    early = await _take_early(service, run_id, event_id)
+    early = await _peek_early(service, run_id, event_id)
     if early is not None:
-        if await _claim(service, waiter):
-            await _resolve(service, waiter, early)
-        else:  # the deadline won meanwhile: keep the event for this run's next wait
-            await _store_early(service, run_id, event_id, early)
+        await _answer(service, waiter, early, early=True)
     return waiter
 
 
@@ -163,13 +167,12 @@ async def notify(
         await _store_early(service, run_id, event_id, data)
         # A wait that registered meanwhile did not see the event: meet it here.
         for waiter in await waiters_of(service, event_id, run_id):
-            early = await _take_early(service, run_id, event_id)
+            early = await _peek_early(service, run_id, event_id)
             if early is None:
                 break  # the wait took it
-            if (found := await _wake(service, waiter, early)) is not None:
+            if (found := await _wake(service, waiter, early, early=True)) is not None:
                 woken.append(found)
                 break
-            await _store_early(service, run_id, event_id, early)
     return woken
 
 
@@ -192,8 +195,8 @@ async def expire(service: RelayService, now: int) -> int | None:
         waiter = Waiter.from_record(record)
         if waiter.deadline > now:
             upcoming = waiter.deadline if upcoming is None else min(upcoming, waiter.deadline)
-        elif await _claim(service, waiter):
-            await _resolve(service, waiter, None)
+        else:
+            await _answer(service, waiter, None)
     return upcoming
 
 
@@ -210,11 +213,13 @@ async def drop_run(service: RelayService, run_id: str) -> None:
 # --- claiming and answering ---------------------------------------------------------------------
 
 
-async def _wake(service: RelayService, waiter: Waiter, data: bytes) -> dict[str, Any] | None:
+async def _wake(
+    service: RelayService, waiter: Waiter, data: bytes, *, early: bool = False
+) -> dict[str, Any] | None:
     """Answer ``waiter`` with ``data`` if it is still waiting; its notify answer element."""
-    if not await _claim(service, waiter):
+    message_id = await _answer(service, waiter, data, early=early)
+    if message_id is False:
         return None  # the timeout or another notify won
-    message_id = await _resolve(service, waiter, data)
     return {
         "waiter": waiter.to_json(),
         "messageId": message_id,
@@ -232,10 +237,10 @@ async def _claim(service: RelayService, waiter: Waiter) -> bool:
     return await service.backend.delete_record(WAITER, waiter.key)
 
 
-async def _resolve(service: RelayService, waiter: Waiter, data: bytes | None) -> str | None:
-    """Publish the Wait step's result entry: the event's data (base64), or the timeout. The
-    step keeps the SDK's own fields; a run that ended meanwhile refuses it, and that is fine."""
-    # Beyond the step's own fields and the result (all the SDK reads): what the logs show.
+def _intent(waiter: Waiter, data: bytes | None, now: int, *, early: bool) -> outbox.Intent:
+    """The Wait step's result entry: the event's data (base64), or the timeout. The step keeps
+    the SDK's own fields; beyond those and the result (all the SDK reads): what the logs show.
+    Each contender stores its own intent (the key names it) before claiming the waiter."""
     entry = {
         **waiter.step,
         "waitEventId": waiter.event_id,
@@ -244,22 +249,63 @@ async def _resolve(service: RelayService, waiter: Waiter, data: bytes | None) ->
     }
     if data is None:
         entry["waitTimeout"] = True
-        url, headers = waiter.timeout_url, waiter.timeout_headers
+        url, headers, contender = waiter.timeout_url, waiter.timeout_headers, "timeout"
     else:
         entry.update(out=p.b64(data), waitTimeout=False)
-        url, headers = waiter.url, waiter.headers
-    request = PublishRequest(
+        kind = "early" if early else "notify"
+        url, headers, contender = waiter.url, waiter.headers, f"{kind}-{uuid.uuid4().hex}"
+    return outbox.Intent(
+        key=f"{_INTENT}{contender}\0{waiter.key}",
+        run_id=waiter.run_id,
         destination=url,
         headers=[(name, value) for name, values in headers.items() for value in values[:1]],
         body=p.compact_json(entry),
+        match={"stepId": waiter.step.get("stepId"), "waitEventId": waiter.event_id},
+        created_at=now,
     )
-    try:
-        _, answer = await service.publish(request)
-    except ApiError as exc:
-        log.info("run %s: the result of wait %s was refused: %s", waiter.run_id, waiter.key, exc)
-        return None
-    message_id = answer.get("messageId") if isinstance(answer, dict) else None
-    return str(message_id) if message_id else None
+
+
+async def _answer(
+    service: RelayService, waiter: Waiter, data: bytes | None, *, early: bool = False
+) -> str | bool | None:
+    """Store the intent, (``early``: take the run's early event,) claim the waiter, publish:
+    the result's message id (None: refused); False when another contender won the waiter
+    (an early event is kept for the run's next wait) or took the early event."""
+    intent = _intent(waiter, data, service.clock.now_ms(), early=early)
+    await outbox.record(service, intent)
+    early_key = _early_key(waiter.run_id, waiter.event_id)
+    if early and not await service.backend.delete_record(EARLY_EVENT, early_key):
+        await outbox.discard(service, intent.key)
+        return False
+    if not await _claim(service, waiter):
+        if early and data is not None:
+            await _store_early(service, waiter.run_id, waiter.event_id, data)
+        await outbox.discard(service, intent.key)
+        return False
+    return await outbox.deliver(service, intent)
+
+
+async def recover(service: RelayService, stale: list[outbox.Intent]) -> None:
+    """Finish the answers a crash interrupted (``stale`` intents): a waiter still stored is
+    claimed now on its intent's behalf; one claimed already gets its result unless the run
+    holds it. If several contenders left intents, an event wins over the timeout."""
+    contenders: dict[str, list[outbox.Intent]] = {}
+    for intent in stale:
+        if intent.key.startswith(_INTENT):
+            _, key = intent.key[len(_INTENT) :].split("\0", 1)
+            contenders.setdefault(key, []).append(intent)
+    for key, intents in contenders.items():
+        chosen, *others = sorted(intents, key=lambda i: (i.key.startswith(_TIMEOUT), i.created_at))
+        for other in others:
+            await outbox.discard(service, other.key)
+        db = service.backend
+        if await db.get_record(WAITER, key) is None or await db.delete_record(WAITER, key):
+            if chosen.key.startswith(_EARLY):  # its early event: taken now if it was not yet
+                event_id = key.split("\0", 1)[0]
+                await db.delete_record(EARLY_EVENT, _early_key(chosen.run_id, event_id))
+            await outbox.deliver(service, chosen, again=True)
+        else:  # another contender claimed it just now, with its own intent
+            await outbox.discard(service, chosen.key)
 
 
 async def _store_early(service: RelayService, run_id: str, event_id: str, data: bytes) -> None:
@@ -267,13 +313,10 @@ async def _store_early(service: RelayService, run_id: str, event_id: str, data: 
     await service.backend.put_record(EARLY_EVENT, _early_key(run_id, event_id), record)
 
 
-async def _take_early(service: RelayService, run_id: str, event_id: str) -> bytes | None:
-    """The run's early event for ``event_id``, taken (deleted) by this caller only."""
-    key = _early_key(run_id, event_id)
-    record = await service.backend.get_record(EARLY_EVENT, key)
-    if record is None or not await service.backend.delete_record(EARLY_EVENT, key):
-        return None
-    return base64.b64decode(record["data"])
+async def _peek_early(service: RelayService, run_id: str, event_id: str) -> bytes | None:
+    """The run's early event for ``event_id``, if one is kept (``_answer`` takes it)."""
+    record = await service.backend.get_record(EARLY_EVENT, _early_key(run_id, event_id))
+    return None if record is None else base64.b64decode(record["data"])
 
 
 # --- parsing ------------------------------------------------------------------------------------

@@ -300,3 +300,80 @@ async def test_call_goes_raw_to_the_third_party_and_its_callback_to_the_run(
     assert _h(callback)["Upstash-Workflow-Callback"] == "true"
     assert _h(callback)["X-Trace"] == "t"
     assert "Upstash-Workflow-Sdk-Version" not in _h(callback)
+
+
+async def test_bulk_cancel_filters_by_the_message_filters_rule(
+    api: Api, receiver: Receiver, clock: ManualClock
+) -> None:
+    """label, flowControlKey, callerIp, host, path, fromDate and toDate: values OR-ed,
+    filters AND-ed, as ``DELETE /v2/messages`` has them."""
+    later = {"upstash-delay": "1h"}
+    started = clock.now_ms()
+    await _batch(api, _init(receiver.url("/p"), "wfr_l", "x", **later, **{"upstash-label": "a,b"}))
+    flow = {"upstash-flow-control-key": "k1", "upstash-flow-control-value": "parallelism=1"}
+    await _batch(api, _init(receiver.url("/q"), "wfr_k", "x", **later, **flow))
+    clock.advance(10_000)
+    await _batch(api, _init(receiver.url("/p"), "wfr_t", "x", **later))
+    await _batch(api, _init(receiver.url("/r"), "wfr_r", "x", **later))
+
+    async def cancel(*params: tuple[str, str]) -> int:
+        status, answer = await api.call("DELETE", "/v2/workflows/runs", params=list(params))
+        assert status == 200, answer
+        return int(answer["cancelled"])
+
+    assert await cancel(("label", "b"), ("path", "/q")) == 0  # AND-ed
+    assert await cancel(("callerIp", "192.0.2.1")) == 0
+    assert await cancel(("host", "elsewhere.example")) == 0
+    assert await cancel(("label", "b"), ("label", "zz")) == 1  # OR-ed: wfr_l
+    assert await cancel(("flowControlKey", "k1"), ("callerIp", "127.0.0.1")) == 1  # wfr_k
+    assert await cancel(("toDate", str(started + 5_000)), ("path", "/p")) == 0  # wfr_l ended
+    assert await cancel(("fromDate", str(started + 5_000)), ("path", "/p")) == 1  # wfr_t
+    states = {
+        r: (await api.call("GET", f"/v2/workflows/events?workflowRunId={r}"))[1]
+        for r in ("wfr_l", "wfr_k", "wfr_t", "wfr_r")
+    }
+    assert {r: a["runs"][0]["workflowState"] for r, a in states.items()} == {
+        "wfr_l": "RUN_CANCELED",
+        "wfr_k": "RUN_CANCELED",
+        "wfr_t": "RUN_CANCELED",
+        "wfr_r": "RUN_STARTED",
+    }
+
+
+async def test_the_workflow_dlq_and_logs_show_how_the_failure_callback_went(
+    api: Api, receiver: Receiver
+) -> None:
+    receiver.respond("/wf", 500)
+    handled = web.Response(status=202, text="handled", headers={"X-Handled": "yes"})
+    receiver.respond("/failed", lambda r: handled)
+    init = _init(
+        receiver.url("/wf"),
+        "wfr_fc",
+        "x",
+        **{
+            "upstash-retries": "0",
+            "upstash-failure-callback": receiver.url("/failed"),
+            # as the SDK sends them: the failure callback is a message of the run
+            "upstash-failure-callback-workflow-calltype": "failureCall",
+            "upstash-failure-callback-workflow-runid": "wfr_fc",
+        },
+    )
+    await _batch(api, init)
+    await receiver.wait_for(1, "/failed")
+    info: dict[str, Any] = {}
+    for _ in range(100):
+        _, page = await api.call("GET", "/v2/dlq?source=workflow&workflowRunId=wfr_fc")
+        info = page["messages"][0]["failureCallbackInfo"] if page["messages"] else {}
+        if info.get("state") == "CALLBACK_SUCCESS":
+            break
+        await asyncio.sleep(0.05)
+    assert info == {
+        "state": "CALLBACK_SUCCESS",
+        "responseStatus": 202,
+        "responseBody": "handled",
+        "responseHeaders": info["responseHeaders"],
+    }
+    assert info["responseHeaders"]["X-Handled"] == ["yes"]
+    _, logs = await api.call("GET", "/v2/workflows/events?workflowRunId=wfr_fc")
+    function = logs["runs"][0]["failureFunction"]
+    assert (function["responseStatus"], function["responseBody"]) == (202, "handled")

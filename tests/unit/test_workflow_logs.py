@@ -93,3 +93,16 @@ def test_run_log_fields() -> None:
     assert "invoker" not in log and "failureFunction" not in log
     [init] = log["steps"][0]["steps"]
     assert (init["stepType"], init["out"], init["state"]) == ("Initial", '{"n":1}', "STEP_SUCCESS")
+
+
+def test_a_call_step_logs_its_response_and_the_request_found_for_it() -> None:
+    out = json.dumps({"status": 404, "body": "gone", "header": {"A": ["1"]}})
+    call = {"stepId": 1, "stepName": "c", "stepType": "Call", "out": out, "concurrent": 1}
+    request = {"callUrl": "https://x", "callMethod": "GET", "callHeaders": {}, "callBody": ""}
+    [_, group] = step_groups(_run(call, calls={1: request}))
+    [step] = group["steps"]
+    assert step["callResponseStatus"] == 404 and step["callResponseBody"] == "gone"
+    assert step["callResponseHeaders"] == {"A": ["1"]} and step["callUrl"] == "https://x"
+    not_json = {**call, "out": "oops"}
+    [_, group] = step_groups(_run(not_json))
+    assert "callResponseStatus" not in group["steps"][0]

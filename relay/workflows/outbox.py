@@ -1,0 +1,115 @@
+"""Result entries relay writes into a run (a Wait step's event or timeout, an Invoke step's
+child result), made crash-safe: the *intent* (the publish, and how to recognise its entry among
+the run's) is stored before the claim that decides it, published, then cleared. A crash in
+between leaves the intent stored; ``deliver`` from the recovery pass publishes it again unless
+the run already holds its entry (the check that makes a repeat harmless: run entries are
+appended before any dedup check, so a dedup id would not do). Works on both backends with the
+record store alone.
+
+The recovery pass takes only intents older than ``GRACE`` ms, so it does not race the request
+that stored one and is still publishing it.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from relay import protocol as p
+from relay.protocol import ApiError
+from relay.service import PublishRequest, RelayService
+
+log = logging.getLogger("relay.workflows.outbox")
+
+OUTBOX = "workflow_outbox"
+GRACE = 60_000  # ms an intent is left to the request that stored it
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """One result entry to publish into run ``run_id``; the run holds it once an entry's JSON
+    has every field of ``match``."""
+
+    key: str
+    run_id: str
+    destination: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    match: dict[str, Any]
+    created_at: int  # ms
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "runId": self.run_id,
+            "destination": self.destination,
+            "headers": self.headers,
+            "body": p.b64(self.body),
+            "match": self.match,
+            "createdAt": self.created_at,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Intent:
+        return cls(
+            key=record["key"],
+            run_id=record["runId"],
+            destination=record["destination"],
+            headers=[(str(k), str(v)) for k, v in record["headers"]],
+            body=base64.b64decode(record["body"]),
+            match=record["match"],
+            created_at=record["createdAt"],
+        )
+
+
+async def record(service: RelayService, intent: Intent) -> None:
+    """Store ``intent`` durably (before the claim that decides it)."""
+    await service.backend.put_record(OUTBOX, intent.key, intent.to_record())
+
+
+async def discard(service: RelayService, key: str) -> None:
+    await service.backend.delete_record(OUTBOX, key)
+
+
+async def deliver(service: RelayService, intent: Intent, *, again: bool = False) -> str | None:
+    """Publish ``intent``, then clear it; the result message's id (None when the run refused
+    it: it ended meanwhile, and that is fine). ``again`` (the recovery pass): unless the run
+    holds its entry already; the claim's winner need not look."""
+    message_id = await _published(service, intent) if again else None
+    if message_id is None:
+        request = PublishRequest(intent.destination, intent.headers, intent.body)
+        try:
+            _, answer = await service.publish(request)
+        except ApiError as exc:
+            log.info("run %s: result %r refused: %s", intent.run_id, intent.key, exc)
+            answer = None
+        found = answer.get("messageId") if isinstance(answer, dict) else None
+        message_id = str(found) if found else None
+    await discard(service, intent.key)
+    return message_id
+
+
+async def stored(service: RelayService) -> list[Intent]:
+    """Every intent stored, for the recovery pass."""
+    return [Intent.from_record(r) for r in await service.backend.list_records(OUTBOX)]
+
+
+def stale(intents: list[Intent], now: int) -> list[Intent]:
+    """Those stored more than ``GRACE`` ago: left by a crash."""
+    return [i for i in intents if i.created_at + GRACE <= now]
+
+
+async def _published(service: RelayService, intent: Intent) -> str | None:
+    """The id of the run's entry ``intent`` made, if the run holds one."""
+    for entry in await service.backend.run_entries(intent.run_id):
+        try:
+            body = orjson.loads(entry.body)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(body, dict) and all(body.get(k) == v for k, v in intent.match.items()):
+            return entry.message_id
+    return None

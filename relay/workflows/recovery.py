@@ -1,0 +1,28 @@
+"""The recovery pass (on the ticker, so also soon after a start): finishes what a crash
+interrupted between a decision and its result entry, so no run is left waiting forever.
+
+- a Wait step claimed (or being claimed) whose result was not published: ``waiters.recover``;
+- an invoked run's result claimed but not published: its stored intent, delivered again;
+- an invoked run that ended but whose end was not followed up (the parent not told, its
+  waiters not dropped): ``runs.ended`` again, which is idempotent.
+"""
+
+from __future__ import annotations
+
+from relay.service import RelayService
+from relay.workflows import invoke, outbox, runs, waiters
+
+
+async def recover(service: RelayService, now: int) -> int | None:
+    """Run the pass at ``now`` (ms); when the next intent left becomes stale, for a ticker
+    that sleeps until then."""
+    intents = await outbox.stored(service)
+    stale = outbox.stale(intents, now)
+    await waiters.recover(service, stale)
+    for intent in stale:
+        if intent.key.startswith(invoke.INTENT):
+            await outbox.deliver(service, intent, again=True)
+    for run in await invoke.unreported(service, now):
+        await runs.ended(service, run)
+    waiting = [i.created_at + outbox.GRACE for i in intents if i.created_at + outbox.GRACE > now]
+    return min(waiting, default=None)

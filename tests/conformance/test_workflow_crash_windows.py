@@ -1,0 +1,190 @@
+"""Crash windows of the results relay writes into a run (relay.workflows.outbox, recovery): a
+crash injected between a waiter's claim and its result's publish, between a published result and
+its clearing, between a child run's end and its report to the parent, and between the report's
+claim and its publish. The recovery pass (on the tick, ``outbox.GRACE`` later) finishes each,
+and a run holds each result entry exactly once. Real SQLite; the crash is an exception raised
+at the window."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from relay import scheduling
+from relay.backends.base import Backend
+from relay.clock import ManualClock
+from relay.server import EmbeddedRelay
+from relay.service import RelayService
+from relay.workflows import invoke, outbox, runs, waiters
+from tests.conformance.test_workflow_runs import _batch, _init
+from tests.conformance.test_workflow_waiters import _start, _wait
+from tests.conftest import Api, Receiver
+
+
+class Crash(Exception):
+    """The process dies here."""
+
+
+def _crash(*args: Any, **kwargs: Any) -> Any:
+    raise Crash
+
+
+@pytest.fixture
+def backend(backend: Backend, request: pytest.FixtureRequest) -> Backend:
+    if request.node.callspec.params.get("backend") == "aws":
+        pytest.skip("workflow runs on AWS: not implemented yet (AwsBackend raises for runs)")
+    return backend
+
+
+async def _results(service: RelayService, run_id: str, field: str) -> list[dict[str, Any]]:
+    """The run's entries that carry ``field`` (the results relay wrote)."""
+    bodies = [json.loads(e.body) for e in await service.backend.run_entries(run_id)]
+    return [b for b in bodies if isinstance(b, dict) and field in b]
+
+
+async def _recover(relay: EmbeddedRelay, clock: ManualClock) -> None:
+    clock.advance(outbox.GRACE)
+    await scheduling.tick(relay.service)
+    await scheduling.tick(relay.service)  # a second pass repeats nothing
+
+
+@pytest.mark.parametrize("stage", ["deliver", "discard"])
+async def test_a_timeout_claimed_before_a_crash_is_published_by_recovery(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    stage: str,
+) -> None:
+    url = await _start(api, receiver, relay, "wfr_c")
+    await _wait(api, url, "wfr_c", "evt", timeout="1s")
+    clock.advance(1000)
+    with monkeypatch.context() as patch:
+        patch.setattr(outbox, stage, _crash)  # after the claim / after the publish
+        with pytest.raises(Crash):
+            await waiters.expire(relay.service, clock.now_ms())
+    assert await waiters.waiters_of(relay.service, "evt") == []  # claimed
+    published = len(await _results(relay.service, "wfr_c", "waitTimeout"))
+    assert published == (0 if stage == "deliver" else 1)
+    await _recover(relay, clock)
+    [result] = await _results(relay.service, "wfr_c", "waitTimeout")
+    assert result["waitTimeout"] is True
+    assert await relay.service.backend.list_records(outbox.OUTBOX) == []
+
+
+async def test_a_notify_claimed_before_a_crash_is_published_by_recovery(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = await _start(api, receiver, relay, "wfr_n")
+    await _wait(api, url, "wfr_n", "evt", timeout="1h")
+    with monkeypatch.context() as patch:
+        patch.setattr(outbox, "deliver", _crash)
+        with pytest.raises(Crash):
+            await waiters.notify(relay.service, "evt", b"data")
+    await _recover(relay, clock)
+    [result] = await _results(relay.service, "wfr_n", "waitTimeout")
+    assert result["waitTimeout"] is False and result["out"] == "ZGF0YQ=="  # b64 "data"
+
+
+async def test_an_intent_stored_before_its_claim_is_claimed_by_recovery(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A crash between storing the intent and claiming the waiter: recovery claims it."""
+    url = await _start(api, receiver, relay, "wfr_i")
+    await _wait(api, url, "wfr_i", "evt", timeout="1h")
+    with monkeypatch.context() as patch:
+        patch.setattr(waiters, "_claim", _crash)
+        with pytest.raises(Crash):
+            await waiters.notify(relay.service, "evt", b"x")
+    assert len(await waiters.waiters_of(relay.service, "evt")) == 1
+    await _recover(relay, clock)
+    assert await waiters.waiters_of(relay.service, "evt") == []
+    [result] = await _results(relay.service, "wfr_i", "waitTimeout")
+    assert result["out"] == "eA=="
+
+
+async def _invoke(api: Api, receiver: Receiver, relay: EmbeddedRelay) -> None:
+    """Run ``wfr_parent`` invokes run ``wfr_child``."""
+    relay.ticker.stop()
+    parent, child = receiver.url("/parent"), receiver.url("/child")
+    await _batch(api, _init(parent, "wfr_parent", "{}"))
+    wrapper = {
+        "workflowRunId": "wfr_parent",
+        "workflowUrl": parent,
+        "step": {"stepId": 1, "stepName": "inv", "stepType": "Invoke", "concurrent": 1},
+        "headers": {"Upstash-Workflow-RunId": ["wfr_parent"], "Upstash-Workflow-Init": ["false"]},
+        "body": '{"c":1}',
+    }
+    headers = {
+        "Upstash-Workflow-Invoke": "true",
+        "Upstash-Workflow-Init": "true",
+        "Upstash-Workflow-RunId": "wfr_child",
+        "Upstash-Workflow-Url": child,
+        "Content-Type": "application/json",
+    }
+    status, answer = await api.call(
+        "POST", f"/v2/publish/{child}", headers=headers, data=json.dumps(wrapper)
+    )
+    assert status == 201, answer
+
+
+@pytest.mark.parametrize("window", ["before-report", "after-claim"])
+async def test_a_child_run_that_ended_before_a_crash_reports_to_its_parent(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    window: str,
+) -> None:
+    await _invoke(api, receiver, relay)
+    with monkeypatch.context() as patch:
+        if window == "before-report":  # the run's end stored, nothing after it done
+            patch.setattr(runs, "ended", _crash)
+        else:  # the pending result claimed, not published
+            patch.setattr(outbox, "deliver", _crash)
+        with pytest.raises(Crash):
+            await runs.end(relay.service, "wfr_child", cancel=False, response='"ok"')
+    assert await _results(relay.service, "wfr_parent", "invokedWorkflowRunId") == []
+    await _recover(relay, clock)
+    [result] = await _results(relay.service, "wfr_parent", "invokedWorkflowRunId")
+    assert json.loads(result["out"]) == {"body": '"ok"', "isFailed": False, "isCanceled": False}
+    assert await relay.service.backend.list_records(invoke.PENDING_RESULT) == []
+    assert await relay.service.backend.list_records(outbox.OUTBOX) == []
+
+
+@pytest.mark.parametrize("window", ["before-claim", "after-claim"])
+async def test_an_early_event_taken_before_a_crash_answers_the_wait_by_recovery(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    window: str,
+) -> None:
+    """A run-scoped notify came first; the wait takes its event, then the process dies."""
+    url = await _start(api, receiver, relay, "wfr_e")
+    assert await waiters.notify(relay.service, "evt", b"early", run_id="wfr_e") == []
+    with monkeypatch.context() as patch:
+        if window == "before-claim":
+            patch.setattr(waiters, "_claim", _crash)
+        else:
+            patch.setattr(outbox, "deliver", _crash)
+        with pytest.raises(AssertionError, match="500"):  # the request died with the crash
+            await _wait(api, url, "wfr_e", "evt", timeout="1h")
+    await _recover(relay, clock)
+    [result] = await _results(relay.service, "wfr_e", "waitTimeout")
+    assert result["out"] == "ZWFybHk="  # b64 "early"
+    assert await waiters.waiters_of(relay.service, "evt") == []
+    assert await relay.service.backend.list_records(waiters.EARLY_EVENT) == []

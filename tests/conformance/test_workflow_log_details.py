@@ -1,0 +1,96 @@
+"""The workflow logs' details read from a run's messages: the ``next`` group's failing step
+(its name from the SDK's ``Upstash-Error-Step-Name``, state, retries, the attempts' errors) and
+a ``context.call`` step's request and response fields."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from relay.backends.base import Backend
+from relay.server import EmbeddedRelay
+from tests.conformance.test_workflow_runs import _batch, _init, _step
+from tests.conftest import Api, Receiver
+
+
+@pytest.fixture
+def backend(backend: Backend, request: pytest.FixtureRequest) -> Backend:
+    if request.node.callspec.params.get("backend") == "aws":
+        pytest.skip("workflow runs on AWS: not implemented yet (AwsBackend raises for runs)")
+    return backend
+
+
+async def _log(api: Api, run_id: str) -> dict[str, Any]:
+    status, answer = await api.call("GET", f"/v2/workflows/events?workflowRunId={run_id}")
+    assert status == 200, answer
+    [run] = answer["runs"]
+    log: dict[str, Any] = run
+    return log
+
+
+async def test_the_next_group_shows_the_failing_step_and_its_errors(
+    api: Api, receiver: Receiver, relay: EmbeddedRelay
+) -> None:
+    failing = web.Response(
+        status=500,
+        text='{"error":"Error","message":"boom"}',
+        headers={"Upstash-Error-Step-Name": "charge"},
+    )
+    receiver.respond("/wf", lambda r: failing)
+    await _batch(api, _init(receiver.url("/wf"), "wfr_f", "{}"))
+    await receiver.wait_for(1, "/wf")
+    for _ in range(50):
+        log = await _log(api, "wfr_f")
+        if log["steps"][-1]["type"] == "next" and log["steps"][-1]["steps"][0].get("errors"):
+            break
+        await asyncio.sleep(0.05)  # the settlement lands
+    [step] = log["steps"][-1]["steps"]
+    assert (step["stepName"], step["state"], step["retries"]) == ("charge", "STEP_RETRY", 1)
+    [error] = step["errors"]
+    assert error["error"] == "boom" and error["status"] == 500
+    assert error["body"] == '{"error":"Error","message":"boom"}'
+    assert error["headers"]["Upstash-Error-Step-Name"] == ["charge"]
+    assert isinstance(error["time"], int)
+
+
+async def test_a_call_step_carries_its_request_and_response(
+    api: Api, receiver: Receiver, relay: EmbeddedRelay
+) -> None:
+    url = receiver.url("/wf")
+    await _batch(api, _init(url, "wfr_c", "{}"))
+    callback = {
+        "status": 201,
+        "header": {"X-Out": ["1"]},
+        "body": base64.b64encode(b"made").decode(),
+        "url": "https://third.party/api",
+        "method": "PUT",
+        "sourceHeader": {"X-In": ["2"]},
+        "sourceBody": base64.b64encode(b'{"q":1}').decode(),
+    }
+    from_callback = _step(
+        url,
+        "wfr_c",
+        json.dumps(callback),
+        **{
+            "upstash-workflow-calltype": "fromCallback",
+            "upstash-forward-upstash-workflow-stepid": "1",
+        },
+    )
+    out = {"status": 201, "body": "made", "header": {"X-Out": ["1"]}}
+    result = {"stepId": 1, "stepName": "c", "stepType": "Call", "out": json.dumps(out)}
+    await _batch(api, from_callback, _step(url, "wfr_c", json.dumps(result)))
+    [call] = (await _log(api, "wfr_c"))["steps"][1]["steps"]
+    assert {k: v for k, v in call.items() if k.startswith("call") and k != "callType"} == {
+        "callUrl": "https://third.party/api",
+        "callMethod": "PUT",
+        "callHeaders": {"X-In": ["2"]},
+        "callBody": '{"q":1}',
+        "callResponseStatus": 201,
+        "callResponseBody": "made",
+        "callResponseHeaders": {"X-Out": ["1"]},
+    }
