@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from relay import scheduling
-from relay.backends.base import Backend
 from relay.clock import ManualClock
 from relay.server import EmbeddedRelay
 from relay.service import RelayService
@@ -31,11 +30,6 @@ def _crash(*args: Any, **kwargs: Any) -> Any:
     raise Crash
 
 
-@pytest.fixture
-def backend(backend: Backend, request: pytest.FixtureRequest) -> Backend:
-    if request.node.callspec.params.get("backend") == "aws":
-        pytest.skip("workflow runs on AWS: not implemented yet (AwsBackend raises for runs)")
-    return backend
 
 
 async def _results(service: RelayService, run_id: str, field: str) -> list[dict[str, Any]]:

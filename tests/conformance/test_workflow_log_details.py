@@ -9,20 +9,11 @@ import base64
 import json
 from typing import Any
 
-import pytest
 from aiohttp import web
 
-from relay.backends.base import Backend
 from relay.server import EmbeddedRelay
 from tests.conformance.test_workflow_runs import _batch, _init, _step
 from tests.conftest import Api, Receiver
-
-
-@pytest.fixture
-def backend(backend: Backend, request: pytest.FixtureRequest) -> Backend:
-    if request.node.callspec.params.get("backend") == "aws":
-        pytest.skip("workflow runs on AWS: not implemented yet (AwsBackend raises for runs)")
-    return backend
 
 
 async def _log(api: Api, run_id: str) -> dict[str, Any]:
