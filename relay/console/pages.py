@@ -18,8 +18,10 @@ from relay.console.templating import SECURITY_HEADERS, render, static_file
 from relay.http.api import ApiRequest, ApiResponse, route
 from relay.http.render import message_json
 from relay.models import DlqQuery, EventQuery, MessageQuery, MessageState
-from relay.protocol import ApiError, BadRequest
+from relay.protocol import ApiError, BadRequest, NotFound
 from relay.service import RelayService
+from relay.workflows import logs, runs
+from relay.workflows.model import RunLogQuery, RunState
 
 PREFIX = "/console"
 PAGE_SIZE = 50
@@ -39,6 +41,7 @@ NOTICES = {
     "queue-resume": "Resumed the queue.",
     "key-pause": "Paused the flow-control key.",
     "key-resume": "Resumed the flow-control key.",
+    "run-cancelled": "Cancelled the workflow run: its waiting steps are cancelled too.",
 }
 
 
@@ -534,6 +537,56 @@ async def flow_key_action(ctx: Context) -> ApiResponse:
     key = _required(ctx, "key")
     await flow_control.change(ctx.service, key, paused=ctx.match["action"] == "pause")
     return redirect(f"{PREFIX}/flow-control?done=key-{ctx.match['action']}")
+
+
+# --- workflow runs ---------------------------------------------------------------------------
+
+RUN_FILTERS = ("state", "url")
+
+
+@page("GET", r"/workflows")
+async def workflow_runs(ctx: Context) -> ApiResponse:
+    state = ctx.value("state")
+    if state is not None and state not in RunState.__members__:
+        raise BadRequest(f"invalid run state {state!r}")
+    query = RunLogQuery(url=ctx.value("url"), state=state, count=PAGE_SIZE)
+    if cursor := ctx.value("cursor"):
+        query.before = logs.parse_cursor(cursor)
+    # The list shows only the runs' own fields: their steps are read on a run's page.
+    found = await ctx.service.backend.list_runs(query)
+    filters = _filters(ctx, RUN_FILTERS)
+    return ctx.page(
+        "workflows.html",
+        runs=found,
+        next_cursor=logs.next_cursor(found, query),
+        filters=filters,
+        query=urlencode({k: v for k, v in filters.items() if v}),
+        states=list(RunState),
+    )
+
+
+@page("GET", r"/workflows/(?P<id>[^/]+)")
+async def workflow_run(ctx: Context) -> ApiResponse:
+    run_id = unquote(ctx.match["id"])
+    found = await logs.list_logs(ctx.service, RunLogQuery(run_id=run_id, count=1))
+    if not found["runs"]:
+        raise NotFound(f"workflow run {run_id} not found")
+    run = found["runs"][0]
+    return ctx.page(
+        "workflow.html",
+        run=run,
+        active=not RunState(run["workflowState"]).ended,
+        confirm=ctx.value("confirm") == "cancel",
+    )
+
+
+@page("POST", r"/workflows/(?P<id>[^/]+)/cancel")
+async def cancel_workflow_run(ctx: Context) -> ApiResponse:
+    run_id = unquote(ctx.match["id"])
+    if ctx.value("confirm") != "cancel":
+        raise BadRequest("confirm the cancel first")
+    await runs.end(ctx.service, run_id, cancel=True, response=None)
+    return redirect(f"{PREFIX}/workflows/{quote(run_id)}?done=run-cancelled")
 
 
 # Registered last: any other console path is a page that does not exist (after the log-in).

@@ -22,7 +22,6 @@ from relay.http.api import (
     parse_query,
     route,
 )
-from relay.protocol import BadRequest
 from relay.service import RelayService
 from relay.workflows import dlq, logs, waiters
 from relay.workflows.model import RunLogQuery
@@ -124,10 +123,7 @@ async def workflow_logs(
         else logs.DEFAULT_COUNT,
     )
     if cursor := request.param("cursor"):
-        try:
-            query.before = logs.parse_cursor(cursor)
-        except ValueError:
-            raise BadRequest(f"invalid cursor {cursor!r}") from None
+        query.before = logs.parse_cursor(cursor)
     return ApiResponse.json(await logs.list_logs(service, query))
 
 

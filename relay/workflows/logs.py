@@ -75,15 +75,23 @@ async def list_logs(service: RelayService, query: RunLogQuery) -> dict[str, Any]
     """A page of run logs, newest run first; ``cursor`` continues it (absent on the last)."""
     runs = await service.backend.list_runs(query)
     answer: dict[str, Any] = {"runs": [run_log(await _view(service, run)) for run in runs]}
-    if len(runs) == query.count:
-        last = runs[-1]
-        answer["cursor"] = f"{last.created_at}:{last.run_id}"
+    if (cursor := next_cursor(runs, query)) is not None:
+        answer["cursor"] = cursor
     return answer
 
 
+def next_cursor(runs: Sequence[WorkflowRun], query: RunLogQuery) -> str | None:
+    """The cursor of the page after ``runs`` (None when it was the last)."""
+    if len(runs) < query.count or not runs:
+        return None
+    return f"{runs[-1].created_at}:{runs[-1].run_id}"
+
+
 def parse_cursor(cursor: str) -> tuple[int, str]:
-    """The ``(created_at, run_id)`` a logs cursor names."""
+    """The ``(created_at, run_id)`` a logs cursor names; BadRequest for anything else."""
     created_at, _, run_id = cursor.partition(":")
+    if not created_at.isdigit():
+        raise p.BadRequest(f"invalid cursor {cursor!r}")
     return int(created_at), run_id
 
 

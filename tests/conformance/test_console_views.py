@@ -1,14 +1,25 @@
 """What the console reads, on both backends: the message list and its filters, counts by state,
-and the outcome figures behind the throughput and latency charts."""
+the outcome figures behind the throughput and latency charts, and the workflow run pages (list,
+run, cancel) through the console's routes."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+from urllib.parse import quote
+
+import pytest
 from aiohttp import web
 
 from relay.clock import ManualClock
+from relay.console import pages
 from relay.models import MessageQuery, MessageState
 from relay.server import EmbeddedRelay
+from relay.workflows.model import RunState
+from tests.conformance.test_workflow_runs import _batch, _init, _step
 from tests.conftest import Api, Receiver
+from tests.console.test_http import call, log_in
 
 
 async def _publish_mix(api: Api, receiver: Receiver) -> dict[str, str]:
@@ -98,3 +109,131 @@ async def test_counts_and_outcomes(
     assert len(stats.starts) == 60 and stats.starts[-1] <= clock.now_ms()
     assert stats.totals == {"delivered": 1, "retried": 0, "failed": 1}
     assert stats.latency_p50 is not None and stats.latency_p50 == stats.latency_p95
+
+
+# --- workflow runs ---------------------------------------------------------------------------
+
+
+async def _runs(api: Api, receiver: Receiver) -> str:
+    """Run ``wfr_a`` (label signup) with its init and a ``charge`` step delivered, and ``wfr_b``
+    to another URL; the URL of ``wfr_a``."""
+    url = receiver.url("/wf")
+    await _batch(api, _init(url, "wfr_a", '{"order": 7}', **{"upstash-label": "signup"}))
+    await receiver.wait_for(1, "/wf")
+    step = {"stepId": 1, "stepName": "charge", "stepType": "Run", "out": '"paid"', "concurrent": 1}
+    await _batch(api, _step(url, "wfr_a", json.dumps(step)))
+    await receiver.wait_for(2, "/wf")
+    await _batch(api, _init(receiver.url("/other"), "wfr_b", "{}"))
+    return url
+
+
+async def test_workflow_run_list_filters_and_pages(
+    relay: EmbeddedRelay, api: Api, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = await _runs(api, receiver)
+    cookie, _ = await log_in(relay)
+
+    async def listed(query: str = "") -> tuple[list[str], str]:
+        page = await call(relay, "GET", f"/console/workflows?{query}", cookie=cookie)
+        assert page.status == 200, page.body
+        html = page.body.decode()
+        return re.findall(r'data-run="([^"]+)"', html), html
+
+    found, html = await listed()
+    assert sorted(found) == ["wfr_a", "wfr_b"]
+    assert "signup" in html and "RUN_STARTED" in html
+    assert (await listed("url=" + quote(url, safe="")))[0] == ["wfr_a"]
+    assert (await listed("state=RUN_STARTED&url=" + quote(url, safe="")))[0] == ["wfr_a"]
+    found, html = await listed("state=RUN_CANCELED")
+    assert found == [] and "No workflow runs match these filters" in html
+    bad = await call(relay, "GET", "/console/workflows?state=DONE", cookie=cookie)
+    assert bad.status == 400 and b"invalid run state" in bad.body
+    bad = await call(relay, "GET", "/console/workflows?cursor=x", cookie=cookie)
+    assert bad.status == 400
+
+    monkeypatch.setattr(pages, "PAGE_SIZE", 1)
+    first, html = await listed()
+    cursor = re.search(r'cursor=([^"]+)">Older runs', html)
+    assert cursor is not None
+    second, html = await listed("cursor=" + cursor[1])
+    assert sorted(first + second) == ["wfr_a", "wfr_b"]
+
+
+async def test_workflow_run_page_shows_its_steps(
+    relay: EmbeddedRelay, api: Api, receiver: Receiver
+) -> None:
+    await _runs(api, receiver)
+    cookie, _ = await log_in(relay)
+    page = await call(relay, "GET", "/console/workflows/wfr_a", cookie=cookie)
+    assert page.status == 200
+    html = page.body.decode()
+    assert 'id="run-state">RUN_STARTED' in html
+    assert re.findall(r'data-step="([^"]*)"', html) == ["init", "charge"]
+    assert "&#34;paid&#34;" in html and "order" in html
+    # each step links to the message that carried it
+    status, log = await api.call("GET", "/v2/workflows/logs?workflowRunId=wfr_a")
+    assert status == 200
+    for group in log["runs"][0]["steps"]:
+        for step in group["steps"]:
+            assert f'href="/console/messages/{step["messageId"]}"' in html
+    assert "?confirm=cancel" in html  # the run is going on: it can be cancelled
+    unknown = await call(relay, "GET", "/console/workflows/wfr_nope", cookie=cookie)
+    assert unknown.status == 404 and b"wfr_nope not found" in unknown.body
+
+
+async def test_the_next_step_shows_its_errors(
+    relay: EmbeddedRelay, api: Api, receiver: Receiver
+) -> None:
+    failing = web.Response(
+        status=500,
+        text='{"error":"Error","message":"boom"}',
+        headers={"Upstash-Error-Step-Name": "charge"},
+    )
+    receiver.respond("/wf", lambda r: failing)
+    await _batch(api, _init(receiver.url("/wf"), "wfr_f", "{}"))
+    await receiver.wait_for(1, "/wf")
+    cookie, _ = await log_in(relay)
+    for _ in range(50):
+        page = await call(relay, "GET", "/console/workflows/wfr_f", cookie=cookie)
+        if b"boom" in page.body:
+            break
+        await asyncio.sleep(0.05)  # the settlement lands
+    html = page.body.decode()
+    assert 'data-group="next"' in html and "STEP_RETRY" in html
+    assert 'data-step="charge"' in html and "HTTP 500: boom" in html
+
+
+async def test_cancel_a_workflow_run(relay: EmbeddedRelay, api: Api, receiver: Receiver) -> None:
+    await _runs(api, receiver)
+    cookie, csrf = await log_in(relay)
+    action = "/console/workflows/wfr_a/cancel"
+    for form in ("confirm=cancel", "confirm=cancel&csrf=wrong"):
+        refused = await call(relay, "POST", action, cookie=cookie, form=form)
+        assert refused.status == 403 and b"CSRF" in refused.body
+    unconfirmed = await call(relay, "POST", action, cookie=cookie, form=f"csrf={csrf}")
+    assert unconfirmed.status == 400
+    run = await relay.service.backend.get_run("wfr_a")
+    assert run is not None and run.state is RunState.RUN_STARTED
+
+    asked = await call(relay, "GET", "/console/workflows/wfr_a?confirm=cancel", cookie=cookie)
+    assert b"Cancel this run?" in asked.body
+    done = await call(relay, "POST", action, cookie=cookie, form=f"csrf={csrf}&confirm=cancel")
+    assert done.status == 303
+    assert done.headers["Location"] == "/console/workflows/wfr_a?done=run-cancelled"
+    run = await relay.service.backend.get_run("wfr_a")
+    assert run is not None and run.state is RunState.RUN_CANCELED
+    page = await call(relay, "GET", done.headers["Location"], cookie=cookie)
+    html = page.body.decode()
+    assert 'id="run-state">RUN_CANCELED' in html and "Cancelled the workflow run" in html
+    assert "?confirm=cancel" not in html
+    # the other run goes on; an unknown run is a 404 page
+    other = await relay.service.backend.get_run("wfr_b")
+    assert other is not None and other.state is RunState.RUN_STARTED
+    unknown = await call(
+        relay,
+        "POST",
+        "/console/workflows/wfr_nope/cancel",
+        cookie=cookie,
+        form=f"csrf={csrf}&confirm=cancel",
+    )
+    assert unknown.status == 404
