@@ -1,5 +1,6 @@
 """The console in a real browser (Debian's chromium, driven by Playwright) against a real
-``relay dev`` process: log in, watch messages, read a timeline, steer the DLQ, rotate keys.
+``relay dev`` process: log in, watch messages, read a timeline, steer the DLQ, rotate keys,
+cancel a workflow run.
 
 Screenshots for the README: ``RELAY_SCREENSHOTS=docs .venv/bin/pytest tests/console -k screenshot``
 writes ``docs/console-overview.png`` and ``docs/console-message.png``.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -23,6 +25,7 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from bench.console import seed
+from tests.conformance.test_workflow_runs import _init, _step
 from tests.conftest import Receiver
 from tests.e2e.process import RelayProcess
 
@@ -341,6 +344,33 @@ async def test_schedules_show_the_next_fire_in_their_zone(
     await expect(row.locator(".next-fire")).to_have_text("paused")
     await row.get_by_role("button", name="Delete").click()
     await expect(page.locator("main")).to_contain_text("No schedules")
+
+
+async def test_a_workflow_run_shows_its_steps_and_is_cancelled(
+    browser: Browser, relay_dev: RelayProcess, receiver: Receiver
+) -> None:
+    url = receiver.url("/wf")
+    init = _init(url, "wfr_browser", '{"order": 7}')
+    await api_post(relay_dev, "/v2/batch", json=[init])
+    await receiver.wait_for(1, "/wf")
+    step = {"stepId": 1, "stepName": "charge", "stepType": "Run", "out": '"paid"', "concurrent": 1}
+    await api_post(relay_dev, "/v2/batch", json=[_step(url, "wfr_browser", json.dumps(step))])
+    await receiver.wait_for(2, "/wf")
+
+    page = await log_in(browser, relay_dev, "/console/workflows")
+    await page.click('tr[data-run="wfr_browser"] a')
+    await expect(page.locator("#run-state")).to_have_text("RUN_STARTED")
+    steps = page.locator("#steps .step")
+    await expect(steps).to_have_count(2)
+    await expect(steps.nth(1)).to_contain_text("charge")
+    await expect(steps.nth(1)).to_contain_text('"paid"')
+    await page.click("text=Cancel run…")
+    await expect(page.locator(".confirm")).to_contain_text("Cancel this run?")
+    await page.click("text=Yes, cancel the run")
+    await expect(page.locator(".notice")).to_contain_text("Cancelled the workflow run")
+    await expect(page.locator("#run-state")).to_have_text("RUN_CANCELED")
+    logs = await api_get(relay_dev, "/v2/workflows/logs?workflowRunId=wfr_browser")
+    assert logs["runs"][0]["workflowState"] == "RUN_CANCELED"
 
 
 async def test_screenshots_of_the_overview_and_a_timeline(
