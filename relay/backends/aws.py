@@ -1516,8 +1516,6 @@ class AwsBackend:
         found, _ = await self._log_newest(low, high, set(_OUTCOMES), lambda f: True, limit)
         return [(f.event.time, f.event.state, f.event.detail.get("duration")) for f in found]
 
-    # --- workflow runs: a temporary seam, replaced by the AWS runs implementation ------------
-
     # --- workflow runs (aws_runs) ---------------------------------------------------------------
 
     async def accept_run_messages(

@@ -8,33 +8,14 @@ import asyncio
 import pytest
 
 from relay.backends.base import Backend
-from relay.models import Message
 from relay.workflows.model import RunLogQuery, RunState, WorkflowRun
-
-T0 = 1_800_000_000_000
-URL = "https://example.com/wf"
+from tests.conformance.test_runs_port import T0, URL, _message
 
 
 @pytest.fixture
 async def backend(backend: Backend) -> Backend:
     await backend.open()
     return backend
-
-
-def _message(message_id: str, run_id: str, body: bytes = b"", call_type: str = "step") -> Message:
-    return Message(
-        id=message_id,
-        url=URL,
-        method="POST",
-        body=body or message_id.encode(),
-        headers=[],
-        max_retries=3,
-        timeout=30,
-        not_before=T0,
-        created_at=T0,
-        run_id=run_id,
-        call_type=call_type,
-    )
 
 
 async def _start(
@@ -62,7 +43,7 @@ async def _start(
 async def test_racing_appends_get_distinct_ordered_indexes(backend: Backend, size: int) -> None:
     try:
         await _start(backend, "wfr_race")
-        steps = [_message(f"r{i}", "wfr_race", f"r{i}".encode() * size) for i in range(8)]
+        steps = [_message(f"r{i}", "wfr_race", body=f"r{i}".encode() * size) for i in range(8)]
         await asyncio.gather(
             *(backend.accept_run_messages([step], [], T0, 0, []) for step in steps)
         )
@@ -101,7 +82,7 @@ async def test_large_payloads_and_entries_come_back_byte_exact(backend: Backend)
         payload = b'{"big": "' + b"x" * 20_000 + b'"}'
         await _start(backend, "wfr_big", payload=payload)
         body = bytes(range(256)) * 80
-        await backend.accept_run_messages([_message("big1", "wfr_big", body)], [], T0, 0, [])
+        await backend.accept_run_messages([_message("big1", "wfr_big", body=body)], [], T0, 0, [])
         run = await backend.get_run("wfr_big")
         assert run is not None and run.payload == payload
         entries = await backend.run_entries("wfr_big")
