@@ -25,10 +25,20 @@ DEV_CREDENTIALS = {
 
 
 async def serve(args: argparse.Namespace) -> None:
+    parameters = {"PublicApi": args.public_api}
+    if args.batching_window is not None:
+        parameters["DeliverBatchingWindow"] = args.batching_window
     local = LocalAws(
         host=args.host,
         port=args.port,
-        parameters={"PublicApi": args.public_api},
+        parameters={
+            "PublicApi": args.public_api,
+            **(
+                {}
+                if args.batching_window is None
+                else {"DeliverBatchingWindow": args.batching_window}
+            ),
+        },
         credentials=DEV_CREDENTIALS,
         tick_seconds=args.tick_seconds,
     )
@@ -61,6 +71,11 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=None,
         help="run the scheduler this often (default: the template's schedule, every minute)",
+    )
+    parser.add_argument(
+        "--batching-window",
+        default=None,
+        help="seconds the SQS event source gathers records (default: the template's, 1)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(

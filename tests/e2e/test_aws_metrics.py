@@ -16,14 +16,16 @@ import pytest
 from infra.dev_aws import DEV_CREDENTIALS
 from infra.emulator import LocalAws
 from relay import protocol as p
-from tests.conftest import Receiver
+from tests.conftest import QUICK_STACK, Receiver
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 async def stack() -> AsyncIterator[LocalAws]:
-    local = await LocalAws(credentials=DEV_CREDENTIALS, tick_seconds=0.5).start()
+    local = await LocalAws(
+        credentials=DEV_CREDENTIALS, tick_seconds=0.5, parameters=QUICK_STACK
+    ).start()
     try:
         yield local
     finally:

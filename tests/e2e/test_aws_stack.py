@@ -27,7 +27,7 @@ from infra.emulator import LocalAws
 from relay import protocol as p
 from relay.backends.aws import AwsBackend
 from relay.models import Lease, Settlement
-from tests.conftest import OfficialVerdicts, Receiver
+from tests.conftest import QUICK_STACK, OfficialVerdicts, Receiver
 from tests.e2e.process import free_port
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,9 @@ pytestmark = pytest.mark.slow
 async def stack() -> AsyncIterator[LocalAws]:
     # A one-second visibility timeout (the template says 960 s) so that records the delivery
     # function reports as failed come back within the test.
-    local = await LocalAws(credentials=DEV_CREDENTIALS, visibility_timeout=1, meter=True).start()
+    local = await LocalAws(
+        credentials=DEV_CREDENTIALS, visibility_timeout=1, meter=True, parameters=QUICK_STACK
+    ).start()
     try:
         yield local
     finally:

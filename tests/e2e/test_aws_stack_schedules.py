@@ -21,7 +21,7 @@ from infra.emulator import LocalAws
 from relay import protocol as p
 from relay.aws_runtime import LambdaRuntime, Relay, open_relay
 from relay.clock import OffsetClock
-from tests.conftest import OfficialVerdicts, Receiver
+from tests.conftest import QUICK_STACK, OfficialVerdicts, Receiver
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,9 @@ async def stack() -> AsyncIterator[tuple[LocalAws, int]]:
     def opener(environ: Mapping[str, str]) -> Awaitable[Relay]:
         return open_relay(environ, clock=clock)
 
-    local = await LocalAws(credentials=DEV_CREDENTIALS, tick_seconds=1).start()
+    local = await LocalAws(
+        credentials=DEV_CREDENTIALS, tick_seconds=1, parameters=QUICK_STACK
+    ).start()
     for container in local.containers.values():  # before their first invocation
         container.module.runtime = LambdaRuntime(opener=opener)
     try:
