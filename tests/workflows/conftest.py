@@ -39,9 +39,10 @@ def aws_stack(tmp: Path) -> Iterator[Target]:
     scheduler (waiter deadlines, long delays) ticks every second; loopback destinations allowed."""
     port = free_port()
     log = (tmp / "dev-aws.log").open("w")
+    command = [sys.executable, "-m", "infra.dev_aws", "--port", str(port), "--tick-seconds", "1"]
+    command += ["--batching-window", "0"]  # invoke at once: the window only adds latency here
     process = subprocess.Popen(
-        [sys.executable, "-m", "infra.dev_aws", "--port", str(port), "--tick-seconds", "1"]
-        + ["--batching-window", "0"],  # invoke at once: the window only adds latency here
+        command,
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
