@@ -384,20 +384,15 @@ class AwsBackend:
 
     async def list_records(self, kind: str) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
-        start: Item | None = None
-        while True:
-            answer = await self._call(
-                self._db.query,
-                TableName=self.table,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": _s(f"R#{kind}")},
-                ConsistentRead=True,
-                **({"ExclusiveStartKey": start} if start else {}),
-            )
-            records += [dict(orjson.loads(item["v"]["S"])) for item in answer.get("Items", [])]
-            start = answer.get("LastEvaluatedKey")
-            if not start:
-                return records
+        async for items in self._pages(
+            self._db.query,
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": _s(f"R#{kind}")},
+            ConsistentRead=True,
+        ):
+            records += [dict(orjson.loads(item["v"]["S"])) for item in items]
+        return records
 
     async def delete_record(self, kind: str, key: str) -> bool:
         answer = await self._call(
@@ -940,26 +935,19 @@ class AwsBackend:
         read capacity grows with the table (no index lists pending messages), which bulk cancel
         by filter, rare, accepts rather than an index every message write would pay for."""
         found: list[str] = []
-        start: Item | None = None
-        while True:
-            answer = await self._call(
-                self._db.scan,
-                TableName=self.table,
-                FilterExpression=f"sk = :m AND {_NOT_FINAL}",
-                ProjectionExpression="pk, rec, st, rt",
-                ExpressionAttributeValues={
-                    ":m": _s("M"),
-                    **{f":f{i}": _s(state) for i, state in enumerate(_FINAL)},
-                },
-                **({"ExclusiveStartKey": start} if start else {}),
-            )
-            for item in answer.get("Items", []):
-                message = _message_from(item, b"")
-                if query.matches(message):
-                    found.append(message.id)
-            start = answer.get("LastEvaluatedKey")
-            if not start:
-                return found
+        async for items in self._pages(
+            self._db.scan,
+            TableName=self.table,
+            FilterExpression=f"sk = :m AND {_NOT_FINAL}",
+            ProjectionExpression="pk, rec, st, rt",
+            ExpressionAttributeValues={
+                ":m": _s("M"),
+                **{f":f{i}": _s(state) for i, state in enumerate(_FINAL)},
+            },
+        ):
+            messages = (_message_from(item, b"") for item in items)
+            found += [message.id for message in messages if query.matches(message)]
+        return found
 
     async def get_message(self, message_id: str) -> Message | None:
         item = await self._get(f"M#{message_id}", "M")
@@ -1494,22 +1482,17 @@ class AwsBackend:
         """A Scan of the whole table (DynamoDB keeps no counts): read capacity grows with the
         table, so the console asks for it only on its overview."""
         counts: dict[MessageState, int] = {}
-        start: Item | None = None
-        while True:
-            answer = await self._call(
-                self._db.scan,
-                TableName=self.table,
-                FilterExpression="sk = :m",
-                ProjectionExpression="st",
-                ExpressionAttributeValues={":m": _s("M")},
-                **({"ExclusiveStartKey": start} if start else {}),
-            )
-            for item in answer.get("Items", []):
+        async for items in self._pages(
+            self._db.scan,
+            TableName=self.table,
+            FilterExpression="sk = :m",
+            ProjectionExpression="st",
+            ExpressionAttributeValues={":m": _s("M")},
+        ):
+            for item in items:
                 state = MessageState(item["st"]["S"])
                 counts[state] = counts.get(state, 0) + 1
-            start = answer.get("LastEvaluatedKey")
-            if not start:
-                return counts
+        return counts
 
     async def list_outcomes(self, since: int, limit: int) -> list[Outcome]:
         low, high = _bounds(since, None, None)
@@ -1789,6 +1772,18 @@ class AwsBackend:
     async def _call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, **kwargs))
+
+    async def _pages(self, fn: Callable[..., Any], /, **kwargs: Any) -> AsyncIterator[list[Item]]:
+        """The items of a Query or Scan, a page at a time, following LastEvaluatedKey."""
+        start: Item | None = None
+        while True:
+            answer = await self._call(
+                fn, **kwargs, **({"ExclusiveStartKey": start} if start else {})
+            )
+            yield answer.get("Items", [])
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -350,21 +350,18 @@ class Runs:
     async def entries(self, run_id: str, upto: int | None) -> list[RunEntry]:
         b = self._b
         found: list[RunEntry] = []
-        start: Item | None = None
-        while True:
-            answer = await b._call(
-                b._db.query,
-                TableName=b.table,
-                KeyConditionExpression="pk = :pk AND sk BETWEEN :low AND :high",
-                ExpressionAttributeValues={
-                    ":pk": _s(run_pk(run_id)),
-                    ":low": _s(entry_sk(0)),
-                    ":high": _s(entry_sk(upto if upto is not None else 9_999_999_999)),
-                },
-                ConsistentRead=True,
-                **({"ExclusiveStartKey": start} if start else {}),
-            )
-            for item in answer.get("Items", []):
+        async for items in b._pages(
+            b._db.query,
+            TableName=b.table,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :low AND :high",
+            ExpressionAttributeValues={
+                ":pk": _s(run_pk(run_id)),
+                ":low": _s(entry_sk(0)),
+                ":high": _s(entry_sk(upto if upto is not None else 9_999_999_999)),
+            },
+            ConsistentRead=True,
+        ):
+            for item in items:
                 found.append(
                     RunEntry(
                         index=int(item["sk"]["S"][2:]),
@@ -373,9 +370,7 @@ class Runs:
                         time=int(item["t"]["N"]),
                     )
                 )
-            start = answer.get("LastEvaluatedKey")
-            if not start:
-                return found
+        return found
 
     # --- ending -------------------------------------------------------------------------------
 
