@@ -337,7 +337,7 @@ def report(runs: list[Run], public_api: str = "HttpApi") -> str:
             f"| {run.name} | ${target:.2f} | ${total:.2f} | ${url_total:.2f} | "
             f"{QSTASH_PER_MILLION / best:.1f}x | {verdict} |"
         )
-    lines += ["", *summary_lines(runs, all_costs, url_totals), "", *floor_lines()]
+    lines += ["", *summary_lines(runs, all_costs, url_totals), "", *floor_lines(runs)]
     return "\n".join(lines)
 
 
@@ -376,35 +376,71 @@ def summary_lines(
     ]
 
 
-def floor_lines() -> list[str]:
-    """What no message can cost less than while SQS dispatches it and DynamoDB tracks it."""
+def floor_lines(runs: list[Run]) -> list[str]:
+    """What the targets leave for DynamoDB once the requests no design can avoid are paid, and
+    what kind of storage would fit in that budget (modelled from the price table; GB-seconds
+    are this run's)."""
     m = 1e6
-    wru, rru, sqs, req = (
-        PRICE["ddb_write"],
-        PRICE["ddb_read"],
-        PRICE["sqs"],
-        PRICE["lambda_request"],
-    )
-    # per message: DynamoDB units (accept, outcome; a single publish adds its log index entry),
-    # one consistent read to lease, SQS send (1, or 1/10 batched) + receive and delete (1/10
-    # each, full batches), Lambda invocations (the API's; deliveries 1/10)
-    single = (3 * wru + rru + 1.2 * sqs + 1.1 * req) * m
-    batch = (2 * wru + rru + 0.3 * sqs + 0.11 * req) * m
+    wru, sqs, req = PRICE["ddb_write"] * m, PRICE["sqs"] * m, PRICE["lambda_request"] * m
+    # The delivery side with full batches of 10: a receive, a delete and an invocation per 10.
+    deliver = 0.2 * sqs + 0.1 * req
+    single, batch = runs[0], runs[1]
+    gb_single = single.costs("FunctionUrl")["Lambda GB-seconds"]
+    gb_batch = batch.costs("FunctionUrl")["Lambda GB-seconds"]
+    fixed_url = req + sqs + deliver  # the API invocation and one SQS send per single publish
+    fixed_api = PRICE["http_api"] * m + fixed_url
+    left_single = 1.40 - fixed_url - gb_single
+    fixed_batch = (PRICE["http_api"] * m + req) / BATCH + 0.1 * sqs + deliver
+    left_batch = 0.50 - fixed_batch - gb_batch
+    # The same single publish if the API wrote only DynamoDB and a stream-fed function sent
+    # the SQS copies ten at a time (stream reads by Lambda are free; ~100 records/invocation).
+    streamed = req + 0.1 * sqs + req / 100 + deliver + gb_single
     return [
-        "### The floor",
+        "### What the targets would take",
         "",
-        "A message that SQS dispatches and DynamoDB tracks costs at least one write request "
-        "unit when it is accepted (durable before publish answers) and one when its outcome is "
-        f"stored (a conditional write; the lease is SQS's): ${2 * wru * m:.2f} per million "
-        f"before anything else — {2 * wru * m / 0.5:.1f}x the batch target alone. A single "
-        "publish also pays the index entry that lists its CREATED event (the logs API and "
-        "the console; a batch shares log pages), the API function's invocation, and one SQS "
-        "send of its own. So, with full delivery batches, a function URL and items under "
-        f"1 KB: **single publish ≥ ${single:.2f}**, **batch publish ≥ ${batch:.2f}** per million "
-        "(plus GB-seconds). The targets of $1.40 and $0.50 are below that floor: reaching "
-        "them would take packing many messages into one item (and outcomes into shared "
-        "items), which gives up the per-message conditional writes that deduplication, "
-        "cancel and the exactly-one stored outcome rest on.",
+        "Whatever the storage, each message pays for the requests that carry it: with full "
+        f"delivery batches, a receive, a delete and an invocation per ten (${deliver:.2f} per "
+        f"million); a single publish adds its API invocation and its own SQS send "
+        f"(${req + sqs:.2f}), and with the HttpApi its request fee ($1.00). So:",
+        "",
+        f"- **single publish through the HttpApi**: ${fixed_api:.2f} before anything is "
+        "stored — above the $1.40 target with no storage at all.",
+        f"- **single publish through a function URL**: ${fixed_url:.2f} + "
+        f"${gb_single:.2f} GB-seconds leaves **${left_single:.2f}** for DynamoDB: "
+        f"{left_single / wru:.2f} write units per message. Storing the message durably before "
+        f"publish answers is 1 unit, so its outcome and its log line would have to cost "
+        "nothing of their own.",
+        f"- **batch publish**: ${fixed_batch:.2f} + ${gb_batch:.2f} GB-seconds leaves "
+        f"**${left_batch:.2f}**: {left_batch / wru:.2f} write units per message for its "
+        "acceptance, its outcome and its log lines together.",
+        "",
+        "Today each message has its own item: one unit to accept it, one for the conditional "
+        "write that stores its outcome (and, for a single publish, one for its log index "
+        "entry). Per-message items are what make a message findable by id in one read, "
+        "deduplication and cancel conditional writes, and exactly one stored outcome per "
+        "message. A table that fits the budgets would store messages and outcomes in shared "
+        "items instead:",
+        "",
+        "- a batch as **one compressed item** (a hundred 140-byte messages fit in a few KB: "
+        "a few units for all of them, ~0.05 a message), its message ids naming that item;",
+        "- **outcomes written once per delivery batch**, as one item in the partition of each "
+        "accept the batch's messages came from, so a message is still found by its id (one "
+        "Query of its accept's partition: the accept, its outcomes, any cancel) — 0.1 to "
+        "0.2 units a message, so a batch publish lands at the edge of its budget;",
+        "- for single publishes, accepts **grouped into time-bucket partitions** so that a "
+        "delivery batch's outcomes land in one or two shared items, and the bucket itself is "
+        "the log listing (no index entry) — plus, to stay under $1.40, the API writing only "
+        "DynamoDB and a function on the table's stream sending the SQS copies ten at a time: "
+        f"that single publish would cost about ${streamed:.2f} + ${wru:.2f} (its accept) + a "
+        f"share of an outcome item ≈ ${streamed + wru * 1.15:.2f}.",
+        "",
+        "What that trades away: a retried, cancelled or deduplicated message needs an item of "
+        "its own again (the shared item only covers the happy path); two copies of a message "
+        "attempted at once can each store an outcome (readers keep the first); a time bucket "
+        "takes all single publishes of its second, so its partition's write limit (1,000 "
+        "units a second) caps single publishes per bucket; and every read path (logs, "
+        "console, DLQ, bulk cancel, workflow runs) learns the second layout. Not built: it is a "
+        "different table design, for the issue's author to choose.",
     ]
 
 
