@@ -41,6 +41,7 @@ from relay.http.lambda_adapter import ProxyResult, handle_event
 from relay.metrics import Metrics
 from relay.service import RelayService, keys_in_force
 from relay.signing import SigningKeys
+from relay.tokens import client_token
 
 log = logging.getLogger("relay.aws")
 T = TypeVar("T")
@@ -76,7 +77,7 @@ def env_lines(url: str, token: str, keys: SigningKeys) -> list[str]:
     """The four lines `relay dev` prints, for the SDKs' environment."""
     return [
         f"QSTASH_URL={url}",
-        f"QSTASH_TOKEN={token}",
+        f"QSTASH_TOKEN={client_token(token)}",
         f"QSTASH_CURRENT_SIGNING_KEY={keys.current}",
         f"QSTASH_NEXT_SIGNING_KEY={keys.next}",
     ]

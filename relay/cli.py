@@ -21,6 +21,7 @@ from relay.config import Settings
 from relay.server import EmbeddedRelay
 from relay.service import WEBHOOK_KEYS_SETTING, keys_in_force, resolve_credentials
 from relay.signing import SigningKeys
+from relay.tokens import client_token
 
 
 def _options(func: Any) -> Any:
@@ -107,7 +108,7 @@ async def _serve(settings: Settings, *, dev: bool) -> None:
     host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
     click.echo(f"relay {'dev' if dev else 'serve'} running at {relay.url} (database {settings.db})")
     click.echo(f"QSTASH_URL=http://{host}:{relay.port}")
-    click.echo(f"QSTASH_TOKEN={service.token}")
+    click.echo(f"QSTASH_TOKEN={client_token(service.token)}")
     for line in _key_lines(service.keys):
         click.echo(line)
     sys.stdout.flush()
@@ -158,7 +159,8 @@ def keys_show(db: str | None, dev: bool) -> None:
 
     async def show(backend: Backend, settings: Settings) -> list[str]:
         token, keys = await resolve_credentials(settings, backend, dev=dev)
-        return [f"QSTASH_TOKEN={token}", *_key_lines(await keys_in_force(backend, keys))]
+        in_force = await keys_in_force(backend, keys)
+        return [f"QSTASH_TOKEN={client_token(token)}", *_key_lines(in_force)]
 
     default = ".relay/dev.db" if dev else None
     for line in _with_backend(db or default, show):

@@ -4,7 +4,6 @@ and every POST its CSRF token; every read and write goes through ``RelayService`
 
 from __future__ import annotations
 
-import hmac
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from relay import flow_control, queues, scheduling
+from relay import flow_control, queues, scheduling, tokens
 from relay.console import session as sessions
 from relay.console.templating import SECURITY_HEADERS, render, static_file
 from relay.http.api import ApiRequest, ApiResponse, route
@@ -180,7 +179,7 @@ async def console_login(
     form = dict(_form(request))
     target = _local(form.get("next") or PREFIX + "/")
     given = form.get("token", "").strip()
-    if not hmac.compare_digest(given.encode(), service.token.encode()):
+    if not tokens.accepts(given, service.token):
         error = "That is not this relay's token." if given else "Enter the relay's token."
         return render("login.html", 401, next=target, error=error)
     value, _ = sessions.issue(service.token, service.clock.now_ms())

@@ -4,7 +4,6 @@ requests into service calls. ``app.py`` (aiohttp) and the Lambda adapter only tr
 from __future__ import annotations
 
 import copy
-import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -16,7 +15,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from relay import protocol as p
-from relay import scheduling
+from relay import scheduling, tokens
 from relay.destinations import repair_scheme
 from relay.health import store_problem
 from relay.http import openapi
@@ -226,7 +225,7 @@ def _authenticate(service: RelayService, request: ApiRequest) -> None:
             given = value.strip()
     if given is None:
         raise Unauthorized("missing token: send 'Authorization: Bearer <QSTASH_TOKEN>'")
-    if not hmac.compare_digest(given.encode(), service.token.encode()):
+    if not tokens.accepts(given, service.token):
         raise Unauthorized("invalid token")
 
 

@@ -1,8 +1,10 @@
-"""`relay serve`: its own credentials per database, kept across restarts; private destinations
-refused; a clean exit on SIGTERM."""
+"""`relay serve`: its own credentials per database, kept across restarts, its token in QStash's
+shape (bare or wrapped both accepted); private destinations refused; a clean exit on SIGTERM."""
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import aiohttp
@@ -35,6 +37,20 @@ async def test_serve_credentials_policy_and_shutdown(tmp_path: Path) -> None:
                 headers={"Authorization": f"Bearer {DEV_TOKEN}"},
             ) as response:
                 assert response.status == 401
+            # The printed token is QStash-shaped (createWebhook reads its UserID); the bare
+            # token inside it is accepted too, a wrapped wrong password is not.
+            shape = json.loads(base64.b64decode(env["QSTASH_TOKEN"]))
+            assert shape["UserID"] and shape["Password"] != env["QSTASH_TOKEN"]
+            wrong = base64.b64encode(json.dumps({**shape, "Password": "x"}).encode()).decode()
+            for token, status in (
+                (shape["Password"], 200),
+                (env["QSTASH_TOKEN"], 200),
+                (wrong, 401),
+            ):
+                async with session.get(
+                    f"{first.url}/v2/keys", headers={"Authorization": f"Bearer {token}"}
+                ) as response:
+                    assert response.status == status
     finally:
         assert first.stop() == 0  # SIGTERM: a clean exit
     assert any("shutting down" in line for line in first.output)
