@@ -489,13 +489,19 @@ class RelayService:
         return self.keys
 
     async def rotate_keys(self) -> SigningKeys:
-        """current ← next, a fresh next; deliveries are signed with the new current at once."""
-        rotated = (await self.load_keys()).rotated()
-        await self.backend.put_setting(
-            ROTATION_SETTING, rotation_record(self.initial_keys, rotated)
-        )
-        self.keys = rotated
-        return rotated
+        """current ← next, a fresh next; deliveries are signed with the new current at once.
+        A compare-and-set on the stored rotation: of two rotations at once, the second applies
+        to the first's result (so each caller is shown the pair it put in force)."""
+        while True:
+            stored = await self.backend.get_setting(ROTATION_SETTING)
+            rotated = apply_rotation(self.initial_keys, stored).rotated()
+            record = rotation_record(self.initial_keys, rotated)
+            kept = await self.backend.put_setting(
+                ROTATION_SETTING, record, if_absent=stored is None, replacing=stored
+            )
+            if kept == record:
+                self.keys = rotated
+                return rotated
 
     # --- messages, logs, DLQ ----------------------------------------------------------------
 

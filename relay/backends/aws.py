@@ -355,21 +355,24 @@ class AwsBackend:
         item = await self._get(f"S#{name}", "S")
         return None if item is None else item["v"]["S"]
 
-    async def put_setting(self, name: str, value: str, *, if_absent: bool = False) -> str:
+    async def put_setting(
+        self, name: str, value: str, *, if_absent: bool = False, replacing: str | None = None
+    ) -> str:
         item = {"pk": _s(f"S#{name}"), "sk": _s("S"), "v": _s(value)}
+        condition: dict[str, Any] = {}
+        if replacing is not None:
+            condition = {
+                "ConditionExpression": "v = :old",
+                "ExpressionAttributeValues": {":old": _s(replacing)},
+            }
+        elif if_absent:
+            condition = {"ConditionExpression": "attribute_not_exists(pk)"}
         try:
-            await self._call(
-                self._db.put_item,
-                TableName=self.table,
-                Item=item,
-                **({"ConditionExpression": "attribute_not_exists(pk)"} if if_absent else {}),
-            )
+            await self._call(self._db.put_item, TableName=self.table, Item=item, **condition)
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":
                 raise
-            stored = await self.get_setting(name)
-            assert stored is not None
-            return stored
+            return await self.get_setting(name) or ""
         return value
 
     # --- configuration records (URL groups, schedules, queues) ------------------------------------

@@ -44,8 +44,12 @@ class Backend(Protocol):
     async def get_setting(self, name: str) -> str | None:
         """A stored setting (token, signing keys), or None."""
 
-    async def put_setting(self, name: str, value: str, *, if_absent: bool = False) -> str:
-        """Store a setting and return the stored value (the existing one when ``if_absent``)."""
+    async def put_setting(
+        self, name: str, value: str, *, if_absent: bool = False, replacing: str | None = None
+    ) -> str:
+        """Store a setting and return the value stored afterwards: ``value``, or the existing
+        one when ``if_absent`` and there is one, or when ``replacing`` is given and the stored
+        value is not that (a compare-and-set)."""
 
     async def put_record(self, kind: str, key: str, value: dict[str, Any]) -> None:
         """Store a configuration record (a URL group, a schedule, a queue), replacing any."""

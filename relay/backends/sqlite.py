@@ -267,10 +267,18 @@ class SqliteBackend:
 
         return await self._conn.run(op, durable=False)
 
-    async def put_setting(self, name: str, value: str, *, if_absent: bool = False) -> str:
+    async def put_setting(
+        self, name: str, value: str, *, if_absent: bool = False, replacing: str | None = None
+    ) -> str:
         def op(c: sqlite3.Connection) -> str:
-            verb = "INSERT OR IGNORE" if if_absent else "INSERT OR REPLACE"
-            c.execute(f"{verb} INTO settings (name, value) VALUES (?, ?)", (name, value))
+            if replacing is not None:
+                c.execute(
+                    "UPDATE settings SET value = ? WHERE name = ? AND value = ?",
+                    (value, name, replacing),
+                )
+            else:
+                verb = "INSERT OR IGNORE" if if_absent else "INSERT OR REPLACE"
+                c.execute(f"{verb} INTO settings (name, value) VALUES (?, ?)", (name, value))
             return str(
                 c.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0]
             )

@@ -101,3 +101,17 @@ async def test_retry_settlement_re_times_the_message(backend: Backend) -> None:
         assert again.message.retried == 1
     finally:
         await backend.close()
+
+
+async def test_settings_compare_and_set(backend: Backend) -> None:
+    await backend.open()
+    try:
+        assert await backend.put_setting("cas", "a", if_absent=True) == "a"
+        assert await backend.put_setting("cas", "b", if_absent=True) == "a"  # already there
+        assert await backend.put_setting("cas", "b", replacing="x") == "a"  # not what is stored
+        assert await backend.get_setting("cas") == "a"
+        assert await backend.put_setting("cas", "b", replacing="a") == "b"
+        assert await backend.get_setting("cas") == "b"
+        assert await backend.put_setting("cas", "c") == "c"  # unconditional
+    finally:
+        await backend.close()

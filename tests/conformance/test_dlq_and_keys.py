@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from relay.clock import ManualClock
@@ -70,3 +72,17 @@ async def test_rotation_signs_with_the_new_current_key(
     else:
         raise AssertionError("the old current key alone must not verify")
     assert await relay.backend.get_setting(ROTATION_SETTING) is not None
+
+
+async def test_rotations_at_once_each_apply_to_the_one_before(api: Api) -> None:
+    """Of rotations made at the same time none is lost: each answer's current is the next of
+    the answer before it, and the pair in force is the last one's."""
+    before = (await api.call("GET", "/v2/keys"))[1]
+    answers = [
+        a for _, a in await asyncio.gather(*(api.call("POST", "/v2/keys/rotate") for _ in range(3)))
+    ]
+    chain = [before]
+    while len(chain) <= len(answers):
+        [following] = [a for a in answers if a["current"] == chain[-1]["next"]]
+        chain.append(following)
+    assert (await api.call("GET", "/v2/keys"))[1] == chain[-1]
