@@ -117,8 +117,10 @@ class LocalStack:
             and t.conditions.get(resource.get("Condition", ""), True)
         }
         outputs: dict[str, Any] = {}
+        # A function's environment takes parameters as they are (moto's outputs garble numbers).
+        env_refs = {**t.parameters, **emulated_refs}
         environments = {
-            name: _collect(_substitute(fn.environment, emulated_refs, emulated_arns), outputs)
+            name: _collect(_substitute(fn.environment, env_refs, emulated_arns), outputs)
             for name, fn in t.functions.items()
         }
         queues = [_collect(trigger.queue_arn, outputs) for trigger in t.sqs_triggers]

@@ -230,7 +230,7 @@ async def open_relay(
     boto = boto_session or boto3.session.Session()
     secret = await asyncio.to_thread(read_secret, environ["RELAY_CREDENTIALS_SECRET"], boto)
     token, keys = parse_credentials(secret)
-    backend = AwsBackend.from_env(environ, session=boto)
+    backend = AwsBackend.from_env(environ, session=boto, retention_days=settings.retention_days)
     await backend.open()
     allow_private = settings.allow_private_destinations
     service = RelayService(

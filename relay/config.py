@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     default_timeout_seconds: int = 900
     max_timeout_seconds: int = 7_200
     dedup_window_seconds: int = 600
+    # Finished messages with their logs, DLQ entries and ended workflow runs are deleted this
+    # many days after they finished (relay.retention; on AWS the table's TTL for all but runs).
+    retention_days: int = 30
     max_batch_messages: int = 1000
     max_request_bytes: int = 16 * 1_048_576  # a whole request (a batch) on the API
     response_body_limit: int = 65_536  # bytes of a destination's response kept in logs and DLQ

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from relay import protocol as p
-from relay import queues
+from relay import queues, retention
 from relay.models import MessageState
 from relay.protocol import ApiError, BadRequest, NotFound, PayloadTooLarge
 from relay.service import _NOT_FORWARDED, PublishRequest, RelayService
@@ -352,6 +352,7 @@ async def tick(service: RelayService, now: int | None = None) -> Tick:
     for deadline in (await waiters.expire(service, now), await recovery.recover(service, now)):
         if deadline is not None and (next_fire is None or deadline < next_fire):
             next_fire = deadline
+    await retention.purge_due(service, now)
     return Tick(fired, next_fire)
 
 

@@ -136,6 +136,7 @@ class RelayService:
         self.ids = ids or Ids()
         self.allow_private = allow_private
         self.metrics = metrics or Metrics()
+        self.next_purge = 0  # ms: when relay.retention purges next in this process
         self._listeners: list[Callable[[], None]] = []
 
     def notify_listeners(self) -> None:

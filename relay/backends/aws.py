@@ -299,7 +299,8 @@ class AwsBackend:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **kwargs: Any) -> AwsBackend:
-        """From template.yaml's function environment: RELAY_TABLE, RELAY_QUEUE_URL, RELAY_BUCKET."""
+        """From template.yaml's function environment: RELAY_TABLE, RELAY_QUEUE_URL, RELAY_BUCKET
+        (and ``retention_days`` among ``kwargs``: Settings' RELAY_RETENTION_DAYS)."""
         return cls(
             environ["RELAY_TABLE"],
             environ["RELAY_QUEUE_URL"],
@@ -1531,6 +1532,13 @@ class AwsBackend:
     async def list_runs(self, query: RunLogQuery) -> list[WorkflowRun]:
         return await self._runs.listed(query)
 
+    async def purge(self, before: int, now: int) -> int:
+        """Finished messages, their response bodies and log pages, DLQ entries and dedup ids
+        carry ``expires_at`` (retention_days after they finished) and DynamoDB's TTL deletes
+        them; runs carry none (a run may sleep longer than any retention): this deletes the
+        ones that ended before ``before``, with their entries, a hundred runs per call."""
+        return await self._runs.purge(before, limit=100)
+
     async def copy_run(self, source: str, run: WorkflowRun, upto: int | None) -> None:
         await self._runs.copy(source, run, upto)
 
@@ -1756,12 +1764,17 @@ class AwsBackend:
             raise
 
     async def _roll_back(self, items: list[Item]) -> None:
-        keys = [
-            {"pk": i["Put"]["Item"]["pk"], "sk": i["Put"]["Item"]["sk"]}
-            for i in items
-            if "Put" in i
-        ]
-        for chunk in _chunks(keys, 25):
+        await self._delete_all(
+            [
+                {"pk": i["Put"]["Item"]["pk"], "sk": i["Put"]["Item"]["sk"]}
+                for i in items
+                if "Put" in i
+            ]
+        )
+
+    async def _delete_all(self, keys: Sequence[Item]) -> None:
+        """Unconditional deletes, 25 per BatchWriteItem, unprocessed ones retried."""
+        for chunk in _chunks(list(keys), 25):
             request: Any = {self.table: [{"DeleteRequest": {"Key": key}} for key in chunk]}
             while request:
                 answer = await self._call(self._db.batch_write_item, RequestItems=request)

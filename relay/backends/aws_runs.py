@@ -427,9 +427,10 @@ class Runs:
         filters: dict[str, str],
         wanted: int | None,
         keep: Any,
+        payloads: bool = True,
     ) -> list[WorkflowRun]:
         """Page through the runs' partition of ``by-time``, fetch the run items, keep those
-        ``keep`` accepts, until ``wanted``."""
+        ``keep`` accepts, until ``wanted`` (with their payloads, unless not ``payloads``)."""
         from relay.backends import aws
 
         b = self._b
@@ -466,10 +467,10 @@ class Runs:
                 if keep(run):
                     found.append(run)
                     if wanted is not None and len(found) >= wanted:
-                        return await self._with_payloads(found)
+                        return await self._with_payloads(found) if payloads else found
             start = answer.get("LastEvaluatedKey")
             if not start:
-                return await self._with_payloads(found)
+                return await self._with_payloads(found) if payloads else found
 
     async def _with_payloads(self, runs: list[WorkflowRun]) -> list[WorkflowRun]:
         b = self._b
@@ -540,6 +541,32 @@ class Runs:
             wanted=query.count,
             keep=keep,
         )
+
+    # --- retention ----------------------------------------------------------------------------
+
+    async def purge(self, before: int, *, limit: int) -> int:
+        """Delete up to ``limit`` runs that ended before ``before``, each with every item of its
+        partition (the run, its entries); how many runs went."""
+        b = self._b
+        ended = await self._scan_index(
+            newest_first=False,
+            low=_order(0, ""),
+            high=_order(before, ""),  # created before it: a superset of those ended before it
+            filters={},
+            wanted=limit,
+            keep=lambda run: run.completed_at is not None and run.completed_at < before,
+            payloads=False,
+        )
+        for run in ended:
+            async for items in b._pages(
+                b._db.query,
+                TableName=b.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": _s(run_pk(run.run_id))},
+                ProjectionExpression="pk, sk",
+            ):
+                await b._delete_all(items)
+        return len(ended)
 
     # --- DLQ resume ---------------------------------------------------------------------------
 

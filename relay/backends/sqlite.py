@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import os
 import queue
 import secrets
@@ -358,6 +359,21 @@ class SqliteBackend:
 
     async def list_runs(self, query: RunLogQuery) -> list[WorkflowRun]:
         return await self._conn.run(lambda c: _runs.listed(c, query), durable=False)
+
+    async def purge(self, before: int, now: int) -> int:
+        """In short steps on the writer thread: messages walked in insertion order (no index
+        on finishing time to keep up on the hot path) until they were created after
+        ``before``, then ended runs, DLQ entries and expired dedup ids."""
+        total = 0
+        after: int | None = 0
+        while after is not None:
+            step = functools.partial(_purge_messages, after=after, before=before)
+            gone, after = await self._conn.run(step, durable=False)
+            total += gone
+        rest = functools.partial(_purge_rest, before=before, now=now)
+        while gone := await self._conn.run(rest, durable=False):
+            total += gone
+        return total
 
     async def copy_run(self, source: str, run: WorkflowRun, upto: int | None) -> None:
         await self._conn.run(lambda c: _runs.copy(c, source, run, upto))
@@ -898,3 +914,39 @@ def _filters(
 
 
 _MAX_INTEGER = 2**63 - 1  # SQLite's; a larger bound would raise OverflowError
+
+
+_PURGE_ROWS = 500  # rows a purge step looks at: one short transaction on the writer thread
+_FINAL_STATES = tuple(str(s) for s in MessageState if s.final)
+
+
+def _purge_messages(c: sqlite3.Connection, *, after: int, before: int) -> tuple[int, int | None]:
+    """Delete the finished messages (and their events) among the next rows after rowid
+    ``after``; how many went, and the rowid to go on from (None: the rest were created after
+    ``before``, so none of them can have finished before it)."""
+    rows = c.execute(
+        "SELECT rowid, id, state, updated_at, created_at FROM messages WHERE rowid > ?"
+        " ORDER BY rowid LIMIT ?",
+        (after, _PURGE_ROWS),
+    ).fetchall()
+    old = [row[1] for row in rows if row[2] in _FINAL_STATES and row[3] < before]
+    if old:
+        marks = ",".join("?" * len(old))
+        c.execute(f"DELETE FROM events WHERE message_id IN ({marks})", old)
+        c.execute(f"DELETE FROM messages WHERE id IN ({marks})", old)
+    more = len(rows) == _PURGE_ROWS and rows[-1][4] < before
+    return len(old), (rows[-1][0] if more else None)
+
+
+def _purge_rest(c: sqlite3.Connection, *, before: int, now: int) -> int:
+    """One step over ended runs, DLQ entries and dedup ids; how many went."""
+    gone = _runs.purge(c, before, _PURGE_ROWS)
+    gone += c.execute(
+        "DELETE FROM dlq WHERE seq IN (SELECT seq FROM dlq WHERE failed_at < ? LIMIT ?)",
+        (before, _PURGE_ROWS),
+    ).rowcount
+    gone += c.execute(
+        "DELETE FROM dedup WHERE rowid IN (SELECT rowid FROM dedup WHERE expires_at <= ? LIMIT ?)",
+        (now, _PURGE_ROWS),
+    ).rowcount
+    return gone

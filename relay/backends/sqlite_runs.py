@@ -213,3 +213,19 @@ def copy(c: sqlite3.Connection, source: str, run: WorkflowRun, upto: int | None)
         (run.run_id, source, upto if upto is not None else 2**62),
     ).rowcount
     c.execute("UPDATE runs SET entries = ? WHERE run_id = ?", (1 + copied, run.run_id))
+
+
+def purge(c: sqlite3.Connection, before: int, limit: int) -> int:
+    """Delete up to ``limit`` runs that ended before ``before``, with their entries."""
+    ended = [
+        row[0]
+        for row in c.execute(
+            "SELECT run_id FROM runs WHERE state != 'RUN_STARTED' AND completed_at < ? LIMIT ?",
+            (before, limit),
+        )
+    ]
+    if ended:
+        marks = ",".join("?" * len(ended))
+        c.execute(f"DELETE FROM run_entries WHERE run_id IN ({marks})", ended)
+        c.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", ended)
+    return len(ended)
