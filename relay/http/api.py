@@ -21,10 +21,11 @@ from relay.destinations import repair_scheme
 from relay.health import store_problem
 from relay.http import openapi
 from relay.http import schemas as s
-from relay.http.render import dlq_json, event_json, message_json, redact
+from relay.http.render import dlq_json, event_json, message_json
 from relay.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from relay.models import DlqQuery, EventQuery, MessageState, PendingQuery
 from relay.protocol import ApiError, BadRequest, NotFound, Unauthorized
+from relay.redaction import redact
 from relay.service import PublishRequest, RelayService
 from relay.workflows import dlq as workflow_dlq
 from relay.workflows import invoke
