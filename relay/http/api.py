@@ -490,7 +490,9 @@ async def list_dlq(service: RelayService, request: ApiRequest, match: re.Match[s
     messages = [dlq_json(e) for e in page.items]
     if request.param("source") == "workflow":  # the workflow SDK's client.dlq.list
         filters = {k: v for k in workflow_dlq.RUN_FILTERS if (v := request.param(k))}
-        messages = await workflow_dlq.with_run_fields(service, page.items, messages, filters)
+        found = await workflow_dlq.of_runs(service, page.items, filters)
+        # The run's redaction (its Init's) holds for its messages, those stored without it too.
+        messages = [{**dlq_json(f.entry, also=f.run.redact), **f.fields} for f in found]
     return ApiResponse.json(_page(page.cursor, "messages", messages))
 
 
