@@ -242,10 +242,10 @@ class RelayService:
             )
         original = request.headers
         run_headers = wp.classify(p.lower_headers(original))
-        if run_headers is not None and wp.takes_run_level(run_headers):
+        if run_headers is not None and not run_headers.init:
             run = await self.backend.get_run(run_headers.run_id)
             if run is not None:  # unknown or ended: the backend refuses the message
-                original = wp.with_run_level(original, run.settings)
+                original = wp.with_run_settings(original, run_headers, run.settings)
         headers = {**p.lower_headers(request.query_headers), **p.lower_headers(original)}
         options = self._options(headers, original)
         if request.queue is not None:

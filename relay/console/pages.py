@@ -18,6 +18,7 @@ from relay.http.api import ApiRequest, ApiResponse, route
 from relay.http.render import message_json
 from relay.models import DlqQuery, EventQuery, MessageQuery, MessageState
 from relay.protocol import ApiError, BadRequest, NotFound
+from relay.redaction import Redaction
 from relay.service import RelayService
 from relay.workflows import logs, runs
 from relay.workflows.model import RunLogQuery, RunState
@@ -351,10 +352,10 @@ async def _timeline(ctx: Context, message_id: str) -> dict[str, Any]:
 async def message(ctx: Context) -> ApiResponse:
     data = await _timeline(ctx, unquote(ctx.match["id"]))
     message = data["message"]
-    # What the API shows, redaction included (relay.http.render is the one place of that rule).
+    # What the API shows, redaction included (relay.redaction is the one place of that rule).
     shown = message_json(message)
     headers = [(name, value) for name, values in shown["header"].items() for value in values]
-    if "body" in (message.redact or "").split(","):
+    if Redaction.of(message.redact).body:
         text, binary = str(shown["body"]), False
     else:
         try:

@@ -20,10 +20,11 @@ from relay.destinations import repair_scheme
 from relay.health import store_problem
 from relay.http import openapi
 from relay.http import schemas as s
-from relay.http.render import dlq_json, event_json, message_json, redact
+from relay.http.render import dlq_json, event_json, message_json
 from relay.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from relay.models import DlqQuery, EventQuery, MessageState, PendingQuery
 from relay.protocol import ApiError, BadRequest, NotFound, Unauthorized
+from relay.redaction import redact
 from relay.service import PublishRequest, RelayService
 from relay.workflows import dlq as workflow_dlq
 from relay.workflows import invoke
@@ -488,7 +489,9 @@ async def list_dlq(service: RelayService, request: ApiRequest, match: re.Match[s
     messages = [dlq_json(e) for e in page.items]
     if request.param("source") == "workflow":  # the workflow SDK's client.dlq.list
         filters = {k: v for k in workflow_dlq.RUN_FILTERS if (v := request.param(k))}
-        messages = await workflow_dlq.with_run_fields(service, page.items, messages, filters)
+        found = await workflow_dlq.of_runs(service, page.items, filters)
+        # The run's redaction (its Init's) holds for its messages, those stored without it too.
+        messages = [{**dlq_json(f.entry, also=f.run.redact), **f.fields} for f in found]
     return ApiResponse.json(_page(page.cursor, "messages", messages))
 
 

@@ -1,18 +1,18 @@
 """Records as the QStash v2 JSON the SDKs parse (names, both spellings where they disagree),
-with the fields a publisher asked to redact hidden."""
+with the fields a publisher asked to redact hidden (relay.redaction's rule)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from typing import Any
 
 from relay import protocol as p
 from relay.models import DlqEntry, Event, Message
+from relay.redaction import redact
 
 
-def message_json(message: Message) -> dict[str, Any]:
-    """The Message object of ``GET /v2/messages/{id}``; ``state`` and ``retried`` are additions."""
+def message_json(message: Message, *, also: str | None = None) -> dict[str, Any]:
+    """The Message object of ``GET /v2/messages/{id}``; ``state`` and ``retried`` are additions.
+    ``also``: redact fields to hide besides the message's own (its workflow run's)."""
     data: dict[str, Any] = {
         "messageId": message.id,
         "url": message.url,
@@ -49,7 +49,7 @@ def message_json(message: Message) -> dict[str, Any]:
             data[key] = value
     if message.label is not None:
         data["labels"] = message.label.split(",")
-    return redact(data, message.redact)
+    return redact(data, p.parse_redact_fields(",".join(filter(None, (message.redact, also)))))
 
 
 def event_json(event: Event) -> dict[str, Any]:
@@ -64,9 +64,10 @@ def event_json(event: Event) -> dict[str, Any]:
     return redact(data, data.pop("redact", None))
 
 
-def dlq_json(entry: DlqEntry) -> dict[str, Any]:
-    """A DLQMessage: the message, its DLQ id and the last response it got."""
-    data = message_json(entry.message)
+def dlq_json(entry: DlqEntry, *, also: str | None = None) -> dict[str, Any]:
+    """A DLQMessage: the message (``also`` as for message_json), its DLQ id and the last
+    response it got."""
+    data = message_json(entry.message, also=also)
     response_headers = p.header_map(entry.response_headers)
     data.update(
         dlqId=entry.dlq_id,
@@ -82,30 +83,3 @@ def dlq_json(entry: DlqEntry) -> dict[str, Any]:
     if entry.error is not None:
         data["error"] = entry.error
     return data
-
-
-def redact(data: dict[str, Any], fields: str | None) -> dict[str, Any]:
-    """``data`` (a message or log entry) with the ``Upstash-Redact-Fields`` it names replaced
-    by ``REDACTED:<sha256 hex of the value>``, as QStash shows them: ``body`` (also
-    ``bodyBase64``), ``header`` (every value of ``header``) or ``header[<Name>]``."""
-    if not fields:
-        return data
-    wanted = fields.split(",")
-    if "body" in wanted:
-        if (text := data.pop("body", None)) is not None:
-            data["body"] = _redacted(text.encode())
-        elif (encoded := data.pop("bodyBase64", None)) is not None:
-            data["body"] = _redacted(base64.b64decode(encoded))
-    names = {f[len("header[") : -1].lower() for f in wanted if f.startswith("header[")}
-    if isinstance(headers := data.get("header"), dict) and ("header" in wanted or names):
-        data["header"] = {
-            name: [_redacted(v.encode()) for v in values]
-            if "header" in wanted or name.lower() in names
-            else values
-            for name, values in headers.items()
-        }
-    return data
-
-
-def _redacted(value: bytes) -> str:
-    return "REDACTED:" + hashlib.sha256(value).hexdigest()

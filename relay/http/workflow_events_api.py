@@ -140,9 +140,8 @@ async def _dlq_targets(service: RelayService, request: ApiRequest) -> tuple[list
         return given.dlq_ids, None
     page = await service.list_dlq(_dlq_query(given, _BULK_DEFAULT, _BULK_MAX))
     filters = {k: v for k in dlq.RUN_FILTERS if (v := request.param(k))}
-    shown = [{"dlqId": e.dlq_id} for e in page.items]
-    found = await dlq.with_run_fields(service, page.items, shown, filters)
-    return [m["dlqId"] for m in found], page.cursor
+    found = await dlq.of_runs(service, page.items, filters)
+    return [f.entry.dlq_id for f in found], page.cursor
 
 
 @route("POST", r"/v2/workflows/dlq/resume", summary="Resume failed workflow runs as new runs")

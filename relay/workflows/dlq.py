@@ -7,7 +7,7 @@ name the new one), and the DLQ entry is removed."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from relay import protocol as p
@@ -25,11 +25,10 @@ from relay.workflows.protocol import CallType
 _OVERRIDES = frozenset({p.H_RETRIES, "upstash-flow-control-key", "upstash-flow-control-value"})
 
 
-async def workflow_fields(service: RelayService, entry: DlqEntry) -> dict[str, Any] | None:
-    """The run fields of a workflow DLQ message; None for a message of no run."""
-    run = await _run_of(service, entry)
-    if run is None:
-        return None
+async def workflow_fields(
+    service: RelayService, entry: DlqEntry, run: WorkflowRun
+) -> dict[str, Any]:
+    """The run fields of a workflow DLQ message (of ``run``)."""
     fields: dict[str, Any] = {
         "workflowRunId": run.run_id,
         "workflowCreatedAt": run.created_at,
@@ -185,17 +184,26 @@ async def _started(service: RelayService, run_id: str) -> dict[str, Any]:
 RUN_FILTERS = ("workflowRunId", "workflowUrl", "workflowCreatedAt")
 
 
-async def with_run_fields(
-    service: RelayService,
-    entries: Sequence[DlqEntry],
-    shown: Sequence[dict[str, Any]],
-    filters: dict[str, str],
-) -> list[dict[str, Any]]:
-    """The DLQ messages ``shown`` (one per entry) that are workflow runs' matching ``filters``
-    (of RUN_FILTERS), with their run."""
+@dataclass(slots=True)
+class RunDlqEntry:
+    """A DLQ entry of a message of ``run``, with the run fields the workflow DLQ adds to it."""
+
+    entry: DlqEntry
+    run: WorkflowRun
+    fields: dict[str, Any]
+
+
+async def of_runs(
+    service: RelayService, entries: Sequence[DlqEntry], filters: dict[str, str]
+) -> list[RunDlqEntry]:
+    """The ``entries`` that are workflow runs' messages matching ``filters`` (of
+    RUN_FILTERS), with their run and its fields."""
     result = []
-    for entry, data in zip(entries, shown, strict=True):
-        fields = await workflow_fields(service, entry)
-        if fields is not None and all(str(fields[k]) == v for k, v in filters.items()):
-            result.append({**data, **fields})
+    for entry in entries:
+        run = await _run_of(service, entry)
+        if run is None:
+            continue
+        fields = await workflow_fields(service, entry, run)
+        if all(str(fields[k]) == v for k, v in filters.items()):
+            result.append(RunDlqEntry(entry, run, fields))
     return result

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from relay.models import Event, EventQuery, Message, MessageState
+from relay.redaction import Redaction
 from relay.service import RelayService
 from relay.workflows import run_messages
 from relay.workflows.model import WorkflowRun
@@ -80,11 +83,20 @@ def _header(headers: Any, name: str) -> str | None:
     return None
 
 
-async def calls(service: RelayService, run: WorkflowRun) -> dict[int, dict[str, Any]]:
-    """The request of each ``context.call`` of the run, by step id: the call fields of its
-    step log, read off the callback that brought the response to the workflow."""
-    found = await run_messages.of_run(service, run, run.url, run.created_at, [])
-    requests: dict[int, dict[str, Any]] = {}
+@dataclass(slots=True)
+class CallRequest:
+    """The request side of a ``context.call``: its step log's call fields, and what the
+    callback that carried them asked to redact."""
+
+    fields: dict[str, Any]
+    redaction: Redaction
+
+
+async def calls(service: RelayService, found: Sequence[Message]) -> dict[int, CallRequest]:
+    """The request of each ``context.call`` of the run, by step id, read off the callback
+    that brought the response to the workflow (among ``found``, the run's messages to its
+    URL, newest first)."""
+    requests: dict[int, CallRequest] = {}
     for message in found:
         step_id = _step_id(message)
         if message.call_type != CallType.FROM_CALLBACK or step_id is None or step_id in requests:
@@ -95,7 +107,7 @@ async def calls(service: RelayService, run: WorkflowRun) -> dict[int, dict[str, 
         except orjson.JSONDecodeError:
             continue
         if isinstance(callback, dict):
-            requests[step_id] = _call_request(callback)
+            requests[step_id] = CallRequest(_call_request(callback), Redaction.of(message.redact))
     return requests
 
 

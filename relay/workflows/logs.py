@@ -6,6 +6,13 @@ Groups are read off the run's entries: a step of a parallel group is written by 
 first as a plan (``stepId`` 0, ``targetStep``), then as a result (``concurrent`` > 1); results
 gather in a ``parallel`` group of ``concurrent`` steps, plans are left out, every other step is a
 ``sequential`` group of one, and the message still under way is the ``next`` group.
+
+Redaction (relay.redaction's rule): a step shows what its message and the run (the Init's
+``Upstash-Redact-Fields``, which the SDKs send there only) asked to hide: under ``body`` its
+output, the call's request and response bodies, the invoked run's body and the run's response;
+under ``header``/``header[<Name>]`` every header map of the step (its own, the call's request
+and response headers, the invoked run's). The endpoint's answers (errors of a step under way,
+the failure function's) are shown, as the message logs show response bodies.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 import orjson
 
 from relay import protocol as p
+from relay.redaction import Redaction
 from relay.service import RelayService
 from relay.workflows import invoke, log_details, run_messages
 from relay.workflows.model import RunLogQuery, WorkflowRun
@@ -50,6 +58,7 @@ class Entry:
     created_at: int  # ms
     headers: dict[str, list[str]] = field(default_factory=dict)
     retries: int = 0
+    redaction: Redaction = field(default_factory=Redaction)  # the run's and its message's
 
 
 @dataclass(slots=True)
@@ -68,7 +77,8 @@ class RunView:
     invoker: dict[str, Any] | None = None
     failure_function: dict[str, Any] | None = None
     pending: list[dict[str, Any]] = field(default_factory=list)  # the `next` group's steps
-    calls: dict[int, dict[str, Any]] = field(default_factory=dict)  # call requests by step id
+    calls: dict[int, log_details.CallRequest] = field(default_factory=dict)  # by step id
+    redaction: Redaction = field(default_factory=Redaction)  # the run's (its Init's)
 
 
 async def list_logs(service: RelayService, query: RunLogQuery) -> dict[str, Any]:
@@ -96,8 +106,15 @@ def parse_cursor(cursor: str) -> tuple[int, str]:
 
 
 async def _view(service: RelayService, run: WorkflowRun) -> RunView:
+    found = await run_messages.of_run(service, run, run.url, run.created_at, [])
+    own = {m.id: m.redact for m in found}  # an entry's message not found: the run's fields
     entries = [
-        Entry(message_id=e.message_id, body=e.body, created_at=e.time)
+        Entry(
+            message_id=e.message_id,
+            body=e.body,
+            created_at=e.time,
+            redaction=Redaction.of(run.redact, own.get(e.message_id)),
+        )
         for e in await service.backend.run_entries(run.run_id)
     ]
     return RunView(
@@ -113,7 +130,8 @@ async def _view(service: RelayService, run: WorkflowRun) -> RunView:
         invoker=await invoke.invoker_of(service, run.run_id),
         failure_function=await _failure_function(service, run),
         pending=await log_details.pending(service, run),
-        calls=await log_details.calls(service, run),
+        calls=await log_details.calls(service, found),
+        redaction=Redaction.of(run.redact),
     )
 
 
@@ -149,7 +167,7 @@ def run_log(run: RunView) -> dict[str, Any]:
     }
     optional = (
         ("workflowRunCompletedAt", run.completed_at),
-        ("workflowRunResponse", run.response),
+        ("workflowRunResponse", run.redaction.text(run.response)),
         ("invoker", run.invoker),
         ("failureFunction", run.failure_function),
         ("dlqId", run.dlq_id),
@@ -165,15 +183,19 @@ def step_groups(run: RunView) -> list[dict[str, Any]]:
     parallel: list[dict[str, Any]] | None = None
     for index, entry in enumerate(run.entries):
         if index == 0:
-            groups.append(_sequential(_initial_step(entry)))
+            groups.append(_sequential(hide(_initial_step(entry), entry.redaction)))
             continue
         step = _step_json(entry.body)
         if step is None or _is_plan(step):
             continue
         log = _step_log(entry, step)
+        redaction = entry.redaction
         if step.get("stepType") == "Call":
             log.update(log_details.call_response(step.get("out")))
-            log.update(run.calls.get(step.get("stepId") or 0, {}))
+            if (call := run.calls.get(step.get("stepId") or 0)) is not None:
+                log.update(call.fields)
+                redaction |= call.redaction
+        log = hide(log, redaction)
         concurrent = int(step.get("concurrent") or 1)
         if concurrent <= 1:
             groups.append(_sequential(log))
@@ -185,6 +207,35 @@ def step_groups(run: RunView) -> list[dict[str, Any]]:
     if run.pending:
         groups.append({"type": "next", "steps": run.pending})
     return groups
+
+
+# What of a step log is a body and what a header map, for `hide`.
+_BODIES = ("out", "callBody", "callResponseBody", "invokedWorkflowRunBody")
+_HEADER_MAPS = ("headers", "callHeaders", "callResponseHeaders", "invokedWorkflowRunHeaders")
+
+
+def hide(log: dict[str, Any], redaction: Redaction) -> dict[str, Any]:
+    """A step log as shown under ``redaction``: its bodies and header maps hidden as asked
+    (a Call step's output, a JSON ``{status, body, header}``, has its ``header`` hidden too
+    when only headers are)."""
+    if not redaction:
+        return log
+    if log.get("stepType") == "Call" and not redaction.body:
+        log["out"] = _call_out(log.get("out"), redaction)
+    for key in _BODIES:
+        if key in log:
+            log[key] = redaction.text(log[key])
+    for key in _HEADER_MAPS:
+        if key in log:
+            log[key] = redaction.headers(log[key])
+    return log
+
+
+def _call_out(out: Any, redaction: Redaction) -> Any:
+    result = _step_json(out.encode()) if isinstance(out, str) else None
+    if result is None or "header" not in result:
+        return out
+    return p.compact_json({**result, "header": redaction.headers(result["header"])}).decode()
 
 
 def _sequential(step: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from relay.flow_control import H_KEY as H_FLOW_CONTROL_KEY
 from relay.models import passes_filters, split_labels
-from relay.protocol import BadRequest
+from relay.protocol import H_REDACT, BadRequest, parse_redact_fields
 
 
 class RunState(enum.StrEnum):
@@ -61,6 +61,12 @@ class WorkflowRun:
     def flow_control_key(self) -> str | None:
         """The run's flow-control key (its Init's ``Upstash-Flow-Control-Key``)."""
         return next((v for k, v in self.settings if k.lower() == H_FLOW_CONTROL_KEY), None)
+
+    @property
+    def redact(self) -> str | None:
+        """The run's ``Upstash-Redact-Fields`` (its Init's), canonical; None when not set."""
+        raw = [v for k, v in self.settings if k.lower() == H_REDACT]
+        return parse_redact_fields(",".join(raw))
 
     @classmethod
     def from_record(cls, record: dict[str, Any], payload: bytes, **state: Any) -> WorkflowRun:

@@ -23,10 +23,12 @@ D_CREATED_AT = "Upstash-Workflow-CreatedAt"
 DEFAULT_RETRIES = 3  # what a workflow message without `Upstash-Retries` gets
 
 # What an Init message sets for the whole run (JS sends it only there): applied to every later
-# message of the run to the workflow URL that does not set it itself.
+# message of the run to the workflow URL that does not set it itself. `Upstash-Redact-Fields`
+# too (both SDKs send it on the Init only), but wider: see with_run_redaction.
 _RUN_LEVEL_EXACT = frozenset(
     {
         p.H_RETRIES,
+        p.H_REDACT,
         p.H_RETRY_DELAY,
         p.H_LABEL,
         p.H_FAILURE_CALLBACK,
@@ -87,6 +89,32 @@ def with_run_level(
     """``headers`` plus the run-level ones they do not set themselves (theirs win)."""
     own = {name.lower() for name, _ in headers}
     return [*headers, *((k, v) for k, v in run_level_headers if k.lower() not in own)]
+
+
+def with_run_settings(
+    headers: Sequence[tuple[str, str]],
+    message: RunHeaders,
+    run_level_headers: Sequence[tuple[str, str]],
+) -> list[tuple[str, str]]:
+    """The headers a later message of a run is published with: the run-level settings if it
+    takes them (takes_run_level), and in any case the run's redaction (with_run_redaction)."""
+    if takes_run_level(message):
+        headers = with_run_level(headers, run_level_headers)
+    return with_run_redaction(headers, run_level_headers)
+
+
+def with_run_redaction(
+    headers: Sequence[tuple[str, str]], run_level_headers: Iterable[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """``headers`` with the union of their ``Upstash-Redact-Fields`` and the run's (the
+    Init's). Every later message of the run gets it, the context.call request to a third
+    party and its callback included, and a message can add fields but never show what the run
+    hides: a user who asked the SDK to redact expects the run's step outputs, call bodies and
+    headers hidden in every view (relay.redaction), though the SDKs send it on the Init only."""
+    fields = [v for k, v in [*headers, *run_level_headers] if k.lower() == p.H_REDACT]
+    union = p.parse_redact_fields(",".join(fields))
+    kept = [(k, v) for k, v in headers if k.lower() != p.H_REDACT]
+    return kept if union is None else [*kept, (p.H_REDACT, union)]
 
 
 def entry_array(entries: Sequence[RunEntry]) -> bytes:

@@ -228,3 +228,23 @@ async def test_message_page_hides_redacted_fields(relay: EmbeddedRelay) -> None:
     assert page.status == 200
     assert b"hunter2" not in page.body and b"card 4242" not in page.body
     assert b"REDACTED:" in page.body and b"visible" in page.body
+
+
+async def test_workflow_run_page_hides_redacted_fields(relay: EmbeddedRelay) -> None:
+    cookie, _ = await log_in(relay)
+    url = "http://127.0.0.1:9/wf"
+    run = [
+        ("Upstash-Workflow-RunId", "wfr_secret"),
+        ("Upstash-Workflow-Url", url),
+        ("Upstash-Delay", "1h"),
+    ]
+    init = [("Upstash-Workflow-Init", "true"), ("Upstash-Redact-Fields", "body"), *run]
+    await relay.service.publish(PublishRequest(url, init, b'{"card":"4242 init"}'))
+    step = b'{"stepId":1,"stepName":"charge","stepType":"Run","out":"\\"paid 4242\\""}'
+    await relay.service.publish(
+        PublishRequest(url, [("Upstash-Workflow-Init", "false"), *run], step)
+    )
+    page = await call(relay, "GET", "/console/workflows/wfr_secret", cookie=cookie)
+    assert page.status == 200
+    assert b"charge" in page.body and b"REDACTED:" in page.body
+    assert b"4242" not in page.body

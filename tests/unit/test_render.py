@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from relay.http.render import redact
+from relay.redaction import Redaction, redact
 
 
 def hidden(value: bytes) -> str:
@@ -28,3 +28,13 @@ def test_headers_all_or_by_name() -> None:
         "header": {"Authorization": [hidden(b"a")], "X-Kept": ["1", "2"]}
     }
     assert redact(dict(data), None) == data
+
+
+def test_a_redaction_is_the_union_of_its_fields_and_hides_any_shape() -> None:
+    redaction = Redaction.of("header[X-Secret]", None) | Redaction.of("body")
+    assert redaction.text("out") == hidden(b"out") and redaction.text(None) is None
+    assert redaction.text({"a": 1}) == hidden(b'{"a":1}')
+    shown = redaction.headers({"x-secret": ["a"], "X-Single": "b", "X-Kept": ["c"]})
+    assert shown == {"x-secret": [hidden(b"a")], "X-Single": "b", "X-Kept": ["c"]}
+    assert Redaction.of("header").headers({"X-Single": "b"}) == {"X-Single": hidden(b"b")}
+    assert not Redaction.of(None, "") and Redaction.of("header[a]")

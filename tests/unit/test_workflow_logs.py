@@ -8,6 +8,8 @@ import base64
 import json
 from typing import Any
 
+from relay.redaction import Redaction, hidden
+from relay.workflows.log_details import CallRequest
 from relay.workflows.logs import Entry, RunView, run_log, step_groups
 
 
@@ -99,10 +101,30 @@ def test_a_call_step_logs_its_response_and_the_request_found_for_it() -> None:
     out = json.dumps({"status": 404, "body": "gone", "header": {"A": ["1"]}})
     call = {"stepId": 1, "stepName": "c", "stepType": "Call", "out": out, "concurrent": 1}
     request = {"callUrl": "https://x", "callMethod": "GET", "callHeaders": {}, "callBody": ""}
-    [_, group] = step_groups(_run(call, calls={1: request}))
+    [_, group] = step_groups(_run(call, calls={1: CallRequest(request, Redaction())}))
     [step] = group["steps"]
     assert step["callResponseStatus"] == 404 and step["callResponseBody"] == "gone"
     assert step["callResponseHeaders"] == {"A": ["1"]} and step["callUrl"] == "https://x"
     not_json = {**call, "out": "oops"}
     [_, group] = step_groups(_run(not_json))
     assert "callResponseStatus" not in group["steps"][0]
+
+
+def test_a_call_step_hides_what_its_entry_and_its_callback_asked() -> None:
+    out = json.dumps({"status": 200, "body": "made", "header": {"A": ["1"], "B": ["2"]}})
+    call = {"stepId": 1, "stepName": "c", "stepType": "Call", "out": out, "concurrent": 1}
+    request = {"callUrl": "https://x", "callHeaders": {"A": ["3"], "B": ["4"]}, "callBody": "q"}
+    run = _run(call, calls={1: CallRequest(request, Redaction.of("header[B]"))})
+    run.entries[1].redaction = Redaction.of("header[a]")
+    [init, group] = step_groups(run)
+    [step] = group["steps"]
+    assert step["callHeaders"] == {"A": [hidden(b"3")], "B": [hidden(b"4")]}
+    assert step["callResponseHeaders"] == {"A": [hidden(b"1")], "B": [hidden(b"2")]}
+    assert json.loads(step["out"])["header"] == step["callResponseHeaders"]
+    assert (step["callBody"], step["callResponseBody"]) == ("q", "made")
+    assert init["steps"][0]["out"] == '{"n":1}'  # entry 0 asked nothing
+    run.entries[1].redaction = Redaction.of("body")
+    [_, group] = step_groups(run)
+    [step] = group["steps"]
+    assert step["out"] == hidden(out.encode()) and step["callBody"] == hidden(b"q")
+    assert step["callResponseBody"] == hidden(b"made")

@@ -113,6 +113,23 @@ def test_run_level_headers_and_merge_where_the_message_wins() -> None:
     assert ("Upstash-Retries", "0") in merged and ("upstash-label", "l1") in merged
 
 
+def test_the_run_redaction_holds_for_every_later_message_of_the_run() -> None:
+    settings = wp.run_level([("Upstash-Redact-Fields", "body"), ("Upstash-Retries", "0")])
+    call = wp.RunHeaders(run_id="wfr_1", init=False, call_type=wp.CallType.TO_CALLBACK)
+    step = wp.RunHeaders(run_id="wfr_1", init=False, call_type=wp.CallType.STEP)
+    # a call to a third party takes no run-level setting but the redaction
+    assert wp.with_run_settings([("X-A", "1")], call, settings) == [
+        ("X-A", "1"),
+        ("upstash-redact-fields", "body"),
+    ]
+    # a message's own fields add to the run's, never replace them
+    own = [("upstash-redact-fields", "header[X-Secret]")]
+    merged = wp.with_run_settings(own, step, settings)
+    assert ("Upstash-Retries", "0") in merged
+    assert [v for k, v in merged if k == "upstash-redact-fields"] == ["header[X-Secret],body"]
+    assert wp.with_run_settings([("X-A", "1")], step, []) == [("X-A", "1")]
+
+
 def test_with_headers_replaces_every_spelling() -> None:
     pairs = [("user-agent", "python"), ("X-A", "1"), ("upstash-signature", "old")]
     own = {"User-Agent": "Upstash-QStash", "Upstash-Signature": "new"}

@@ -360,6 +360,21 @@ def test_logs_group_steps(app: NodeApp, fixed_run: str) -> None:
         assert older["workflowRunCreatedAt"] <= newest["workflowRunCreatedAt"]
 
 
+def test_redacted_run_delivers_in_clear_and_logs_hide(app: NodeApp) -> None:
+    """``client.trigger({redact})`` puts ``Upstash-Redact-Fields`` on the Init only: the steps
+    still get the payload and headers as sent, the logs show no output or named header."""
+    secret = {"headers": {"x-trace": "trace-secret"}, "redact": {"body": True}}
+    run_id = _trigger(app, "/wf", PAYLOAD, **secret)
+    [c] = app.wait_for("c", run_id)
+    assert (c["a"], c["b1"], c["b2"]) == ("A", "one", "two")  # step results came back intact
+    assert c["payload"] == PAYLOAD and c["trace"] == "trace-secret"
+    run = _wait_for_state(app, run_id, "RUN_SUCCESS")
+    outs = [s["out"] for g in run["steps"] for s in g["steps"] if s.get("out") is not None]
+    assert outs and all(out.startswith("REDACTED:") for out in outs)
+    assert run["workflowRunResponse"].startswith("REDACTED:")
+    assert "Jörg" not in json.dumps(run, ensure_ascii=False)
+
+
 def _logged_steps(app: NodeApp, run_id: str, name: str) -> list[Record]:
     """The steps named ``name`` in the run's logs (the `next` group's have no name yet)."""
     groups = _run_log(app, run_id)["steps"]
