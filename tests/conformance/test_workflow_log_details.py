@@ -5,14 +5,13 @@ a ``context.call`` step's request and response fields."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from typing import Any
 
 from aiohttp import web
 
 from relay.server import EmbeddedRelay
-from tests.conformance.test_workflow_runs import _batch, _init, _step
+from tests.conformance.test_workflow_runs import _batch, _from_callback, _init, _step
 from tests.conftest import Api, Receiver
 
 
@@ -54,23 +53,8 @@ async def test_a_call_step_carries_its_request_and_response(
 ) -> None:
     url = receiver.url("/wf")
     await _batch(api, _init(url, "wfr_c", "{}"))
-    callback = {
-        "status": 201,
-        "header": {"X-Out": ["1"]},
-        "body": base64.b64encode(b"made").decode(),
-        "url": "https://third.party/api",
-        "method": "PUT",
-        "sourceHeader": {"X-In": ["2"]},
-        "sourceBody": base64.b64encode(b'{"q":1}').decode(),
-    }
-    from_callback = _step(
-        url,
-        "wfr_c",
-        json.dumps(callback),
-        **{
-            "upstash-workflow-calltype": "fromCallback",
-            "upstash-forward-upstash-workflow-stepid": "1",
-        },
+    from_callback, _ = _from_callback(
+        url, "wfr_c", 201, {"X-Out": ["1"]}, method="PUT", source_header={"X-In": ["2"]}
     )
     out = {"status": 201, "body": "made", "header": {"X-Out": ["1"]}}
     result = {"stepId": 1, "stepName": "c", "stepType": "Call", "out": json.dumps(out)}

@@ -5,12 +5,18 @@ sent."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from typing import Any
 
-from tests.conformance.test_workflow_runs import _batch, _entries, _h, _init, _step
+from tests.conformance.test_workflow_runs import (
+    _batch,
+    _entries,
+    _from_callback,
+    _h,
+    _init,
+    _step,
+)
 from tests.conftest import Api, Receiver
 
 
@@ -100,23 +106,12 @@ async def test_a_named_header_is_hidden_and_nothing_else(api: Api, receiver: Rec
     )
     await _batch(api, init)
     await receiver.wait_for(1, "/wf")
-    callback = {
-        "status": 200,
-        "header": {"X-Secret": ["s3cret-out"], "X-Plain": ["out"]},
-        "body": base64.b64encode(b"made").decode(),
-        "url": "https://third.party/api",
-        "method": "POST",
-        "sourceHeader": {"X-Secret": ["s3cret-in"], "X-Plain": ["in"]},
-        "sourceBody": base64.b64encode(b'{"q":1}').decode(),
-    }
-    from_callback = _step(
+    from_callback, callback = _from_callback(
         url,
         "wfr_rh",
-        json.dumps(callback),
-        **{
-            "upstash-workflow-calltype": "fromCallback",
-            "upstash-forward-upstash-workflow-stepid": "1",
-        },
+        200,
+        {"X-Secret": ["s3cret-out"], "X-Plain": ["out"]},
+        source_header={"X-Secret": ["s3cret-in"], "X-Plain": ["in"]},
     )
     out = {"status": 200, "body": "made", "header": callback["header"]}
     result = {"stepId": 1, "stepName": "c", "stepType": "Call", "out": json.dumps(out)}

@@ -46,6 +46,33 @@ def _step(url: str, run_id: str, body: str, **headers: str) -> dict[str, Any]:
     return entry
 
 
+def _from_callback(
+    url: str, run_id: str, status: int, header: dict[str, list[str]], **request: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fromCallback step of call step 1 (what QStash posts back after a context.call to a
+    third party answered ``status`` with ``header`` and the body "made"), and that callback:
+    ``request`` sets its method (POST), sourceHeader and sourceBody ('{"q":1}')."""
+    callback = {
+        "status": status,
+        "header": header,
+        "body": base64.b64encode(b"made").decode(),
+        "url": "https://third.party/api",
+        "method": request.get("method", "POST"),
+        "sourceHeader": request.get("source_header", {}),
+        "sourceBody": base64.b64encode(request.get("source_body", b'{"q":1}')).decode(),
+    }
+    step = _step(
+        url,
+        run_id,
+        json.dumps(callback),
+        **{
+            "upstash-workflow-calltype": "fromCallback",
+            "upstash-forward-upstash-workflow-stepid": "1",
+        },
+    )
+    return step, callback
+
+
 async def _batch(api: Api, *entries: dict[str, Any], status: int = 201) -> Any:
     got, answer = await api.call("POST", "/v2/batch", json=list(entries))
     assert got == status, answer
