@@ -15,8 +15,9 @@ from tests.conformance.test_workflow_runs import _batch, _from_callback, _init, 
 from tests.conftest import Api, Receiver
 
 
-async def _log(api: Api, run_id: str) -> dict[str, Any]:
-    status, answer = await api.call("GET", f"/v2/workflows/events?workflowRunId={run_id}")
+async def _log(api: Api, run_id: str, route: str = "events") -> dict[str, Any]:
+    """The run's log from GET /v2/workflows/events (or its alias /logs)."""
+    status, answer = await api.call("GET", f"/v2/workflows/{route}?workflowRunId={run_id}")
     assert status == 200, answer
     [run] = answer["runs"]
     log: dict[str, Any] = run

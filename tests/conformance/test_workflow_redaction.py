@@ -9,6 +9,7 @@ import hashlib
 import json
 from typing import Any
 
+from tests.conformance.test_workflow_log_details import _log
 from tests.conformance.test_workflow_runs import (
     _batch,
     _entries,
@@ -25,11 +26,7 @@ def redacted(value: str) -> str:
 
 
 async def _run_log(api: Api, run_id: str) -> dict[str, Any]:
-    status, answer = await api.call("GET", f"/v2/workflows/logs?workflowRunId={run_id}")
-    assert status == 200, answer
-    [run] = answer["runs"]
-    log: dict[str, Any] = run
-    return log
+    return await _log(api, run_id, "logs")
 
 
 def _steps(log: dict[str, Any]) -> list[dict[str, Any]]:
