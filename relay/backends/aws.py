@@ -386,14 +386,18 @@ class AwsBackend:
         item = await self._get(f"R#{kind}", key)
         return None if item is None else dict(orjson.loads(item["v"]["S"]))
 
-    async def list_records(self, kind: str) -> list[dict[str, Any]]:
+    async def list_records(self, kind: str, prefix: str = "") -> list[dict[str, Any]]:
+        condition = {
+            "KeyConditionExpression": "pk = :pk"
+            + (" AND begins_with(sk, :prefix)" if prefix else ""),
+            "ExpressionAttributeValues": {
+                ":pk": _s(f"R#{kind}"),
+                **({":prefix": _s(prefix)} if prefix else {}),
+            },
+        }
         records: list[dict[str, Any]] = []
         async for items in self._pages(
-            self._db.query,
-            TableName=self.table,
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": _s(f"R#{kind}")},
-            ConsistentRead=True,
+            self._db.query, TableName=self.table, ConsistentRead=True, **condition
         ):
             records += [dict(orjson.loads(item["v"]["S"])) for item in items]
         return records

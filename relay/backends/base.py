@@ -56,8 +56,8 @@ class Backend(Protocol):
 
     async def get_record(self, kind: str, key: str) -> dict[str, Any] | None: ...
 
-    async def list_records(self, kind: str) -> list[dict[str, Any]]:
-        """Every record of ``kind``, in key order."""
+    async def list_records(self, kind: str, prefix: str = "") -> list[dict[str, Any]]:
+        """Every record of ``kind`` whose key starts with ``prefix``, in key order."""
 
     async def delete_record(self, kind: str, key: str) -> bool:
         """Delete a record; False if there was none."""

@@ -306,9 +306,14 @@ class SqliteBackend:
 
         return await self._conn.run(op, durable=False)
 
-    async def list_records(self, kind: str) -> list[dict[str, Any]]:
+    async def list_records(self, kind: str, prefix: str = "") -> list[dict[str, Any]]:
         def op(c: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = c.execute("SELECT value FROM records WHERE kind = ? ORDER BY key", (kind,))
+            # A range of the primary key: the keys that start with ``prefix`` (but for a next
+            # character of U+10FFFF, which no relay key holds).
+            rows = c.execute(
+                "SELECT value FROM records WHERE kind = ? AND key >= ? AND key < ? ORDER BY key",
+                (kind, prefix, prefix + "\U0010ffff"),
+            )
             return [dict(orjson.loads(row[0])) for row in rows]
 
         return await self._conn.run(op, durable=False)

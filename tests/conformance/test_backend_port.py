@@ -115,3 +115,16 @@ async def test_settings_compare_and_set(backend: Backend) -> None:
         assert await backend.put_setting("cas", "c") == "c"  # unconditional
     finally:
         await backend.close()
+
+
+async def test_records_listed_by_key_prefix(backend: Backend) -> None:
+    await backend.open()
+    try:
+        for key in ("ev1\0run2", "ev1\0run1", "ev10\0run1", "ev2\0run1", "ev"):
+            await backend.put_record("kind", key, {"key": key})
+        listed = await backend.list_records("kind", "ev1\0")
+        assert [r["key"] for r in listed] == ["ev1\0run1", "ev1\0run2"]
+        assert len(await backend.list_records("kind")) == 5
+        assert await backend.list_records("kind", "nothing") == []
+    finally:
+        await backend.close()
