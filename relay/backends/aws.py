@@ -979,32 +979,24 @@ class AwsBackend:
 
     async def _promote_shard(self, shard: int, now: int, horizon: int) -> int:
         moved = 0
-        start: Item | None = None
-        while True:  # a page at a time: a backlog (the ticker was down) is never held at once
-            answer = await self._call(
-                self._db.query,
-                TableName=self.table,
-                IndexName=TIME_INDEX,
-                KeyConditionExpression="gp = :gp AND gs <= :horizon",
-                ExpressionAttributeValues={
-                    ":gp": _s(f"Q#{shard}"),
-                    ":horizon": _s(f"{horizon:013d}"),
-                },
-                Limit=100,
-                **({"ExclusiveStartKey": start} if start else {}),
-            )
+        # A page at a time: a backlog (the ticker was down) is never held at once.
+        async for items in self._pages(
+            self._db.query,
+            TableName=self.table,
+            IndexName=TIME_INDEX,
+            KeyConditionExpression="gp = :gp AND gs <= :horizon",
+            ExpressionAttributeValues={":gp": _s(f"Q#{shard}"), ":horizon": _s(f"{horizon:013d}")},
+            Limit=100,
+        ):
             due = [
-                (item["pk"]["S"][2:], int(item["gen"]["N"]), int(item["gs"]["S"]))
-                for item in answer.get("Items", [])
+                (item["pk"]["S"][2:], int(item["gen"]["N"]), int(item["gs"]["S"])) for item in items
             ]
             # The copies go first: a crash before the updates leaves the messages waiting, to be
             # promoted again (the extra copy carries the same gen and is handled at lease).
             await self._send([(mid, gen + 1, at) for mid, gen, at in due], now)
             done = await asyncio.gather(*(self._promoted(mid, gen, at) for mid, gen, at in due))
             moved += sum(done)
-            start = answer.get("LastEvaluatedKey")
-            if not start:
-                return moved
+        return moved
 
     async def _promoted(self, message_id: str, gen: int, due: int) -> bool:
         try:
@@ -1100,22 +1092,16 @@ class AwsBackend:
         """Messages of one shard waiting in DynamoDB: (due by ``now``, later, earliest due)."""
         counts = []
         for condition in ("gs <= :now", "gs > :now"):
-            total, start = 0, None
-            while True:  # COUNT pages through the (small, projected) index entries
-                answer = await self._call(
-                    self._db.query,
-                    TableName=self.table,
-                    IndexName=TIME_INDEX,
-                    KeyConditionExpression=f"gp = :gp AND {condition}",
-                    ExpressionAttributeValues={":gp": _s(f"Q#{shard}"), ":now": _s(f"{now:013d}")},
-                    Select="COUNT",
-                    **({"ExclusiveStartKey": start} if start else {}),
-                )
-                total += int(answer.get("Count", 0))
-                start = answer.get("LastEvaluatedKey")
-                if not start:
-                    break
-            counts.append(total)
+            # COUNT pages through the (small, projected) index entries.
+            answers = self._answers(
+                self._db.query,
+                TableName=self.table,
+                IndexName=TIME_INDEX,
+                KeyConditionExpression=f"gp = :gp AND {condition}",
+                ExpressionAttributeValues={":gp": _s(f"Q#{shard}"), ":now": _s(f"{now:013d}")},
+                Select="COUNT",
+            )
+            counts.append(sum([int(answer.get("Count", 0)) async for answer in answers]))
         oldest = None
         if counts[0]:
             first = await self._call(
@@ -1561,22 +1547,19 @@ class AwsBackend:
 
         async def collect(source: Item) -> list[Item]:
             got: list[Item] = []
-            start: Item | None = None
-            while len(got) <= count:
-                answer = await self._call(
-                    self._db.query,
-                    TableName=self.table,
-                    ScanIndexForward=False,
-                    Limit=count + 1,
-                    **source,
-                    **filters,
-                    **({"ExclusiveStartKey": start} if start else {}),
-                )
-                items = answer.get("Items", [])
-                got += await keep(items) if keep is not None and items else items
-                start = answer.get("LastEvaluatedKey")
-                if not start:
-                    break
+            pages = self._pages(
+                self._db.query,
+                TableName=self.table,
+                ScanIndexForward=False,
+                Limit=count + 1,
+                **source,
+                **filters,
+            )
+            async with contextlib.aclosing(pages):
+                async for items in pages:
+                    got += await keep(items) if keep is not None and items else items
+                    if len(got) > count:
+                        break
             return got[: count + 1]
 
         merged = sorted(
@@ -1793,14 +1776,23 @@ class AwsBackend:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, **kwargs))
 
-    async def _pages(self, fn: Callable[..., Any], /, **kwargs: Any) -> AsyncIterator[list[Item]]:
+    async def _pages(
+        self, fn: Callable[..., Any], /, **kwargs: Any
+    ) -> AsyncGenerator[list[Item], None]:
         """The items of a Query or Scan, a page at a time, following LastEvaluatedKey."""
+        async for answer in self._answers(fn, **kwargs):
+            yield answer.get("Items", [])
+
+    async def _answers(
+        self, fn: Callable[..., Any], /, **kwargs: Any
+    ) -> AsyncGenerator[Item, None]:
+        """The answers of a Query or Scan, page after page (with Select=COUNT, the counts)."""
         start: Item | None = None
         while True:
             answer = await self._call(
                 fn, **kwargs, **({"ExclusiveStartKey": start} if start else {})
             )
-            yield answer.get("Items", [])
+            yield answer
             start = answer.get("LastEvaluatedKey")
             if not start:
                 return

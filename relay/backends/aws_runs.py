@@ -57,6 +57,7 @@ Runs and entries have no TTL: a run may sleep longer than any retention (the buc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -446,31 +447,29 @@ class Runs:
             values[f":f{i}"] = _s(value)
             clauses.append(f"#f{i} = :f{i}")
         found: list[WorkflowRun] = []
-        start: Item | None = None
-        while True:
-            answer = await b._call(
-                b._db.query,
-                TableName=b.table,
-                IndexName=aws.TIME_INDEX,
-                KeyConditionExpression=condition,
-                ExpressionAttributeValues=values,
-                ScanIndexForward=not newest_first,
-                # A page a little over what is wanted (a filter drops some): not 1 MB of keys.
-                Limit=min(100, max(20, 2 * wanted)) if wanted is not None else 100,
-                **({"FilterExpression": " AND ".join(clauses)} if clauses else {}),
-                **({"ExpressionAttributeNames": names} if names else {}),
-                **({"ExclusiveStartKey": start} if start else {}),
-            )
-            keys = [(i["pk"]["S"], "W") for i in answer.get("Items", [])]
-            for item in await b._batch_get(keys, order=True):
-                run = _run(item, b"")
-                if keep(run):
-                    found.append(run)
-                    if wanted is not None and len(found) >= wanted:
-                        return await self._with_payloads(found) if payloads else found
-            start = answer.get("LastEvaluatedKey")
-            if not start:
-                return await self._with_payloads(found) if payloads else found
+        pages = b._pages(
+            b._db.query,
+            TableName=b.table,
+            IndexName=aws.TIME_INDEX,
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values,
+            ScanIndexForward=not newest_first,
+            # A page a little over what is wanted (a filter drops some): not 1 MB of keys.
+            Limit=min(100, max(20, 2 * wanted)) if wanted is not None else 100,
+            **({"FilterExpression": " AND ".join(clauses)} if clauses else {}),
+            **({"ExpressionAttributeNames": names} if names else {}),
+        )
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                keys = [(i["pk"]["S"], "W") for i in page]
+                for item in await b._batch_get(keys, order=True):
+                    run = _run(item, b"")
+                    if keep(run):
+                        found.append(run)
+                if wanted is not None and len(found) >= wanted:
+                    found = found[:wanted]
+                    break
+        return await self._with_payloads(found) if payloads else found
 
     async def _with_payloads(self, runs: list[WorkflowRun]) -> list[WorkflowRun]:
         b = self._b
