@@ -285,10 +285,12 @@ async def _answer(
     return await outbox.deliver(service, intent)
 
 
-async def recover(service: RelayService, stale: list[outbox.Intent]) -> None:
+async def recover(service: RelayService, stale: list[outbox.Intent], now: int) -> None:
     """Finish the answers a crash interrupted (``stale`` intents): a waiter still stored is
     claimed now on its intent's behalf; one claimed already gets its result unless the run
-    holds it. If several contenders left intents, an event wins over the timeout."""
+    holds it. If several contenders left intents, an event wins over the timeout. A pass
+    finishes a waiter only if it claims the chosen intent (``outbox.claim``): of passes that
+    overlap, one does."""
     contenders: dict[str, list[outbox.Intent]] = {}
     for intent in stale:
         if intent.key.startswith(_INTENT):
@@ -296,6 +298,8 @@ async def recover(service: RelayService, stale: list[outbox.Intent]) -> None:
             contenders.setdefault(key, []).append(intent)
     for key, intents in contenders.items():
         chosen, *others = sorted(intents, key=lambda i: (i.key.startswith(_TIMEOUT), i.created_at))
+        if not await outbox.claim(service, chosen.key, now):
+            continue  # another pass is finishing it
         for other in others:
             await outbox.discard(service, other.key)
         db = service.backend
