@@ -1,4 +1,5 @@
-"""SQS event source → one delivery attempt per record, concurrently on one aiohttp session.
+"""SQS event source → one delivery attempt per record, concurrently on one aiohttp session; a
+record that is a due wake-up (a workflow wait's timeout) runs its pass instead (relay.aws_runtime).
 
 Returns the partial batch response (`ReportBatchItemFailures`): the event source mapping
 deletes every record not listed. Retries are not failures: relay re-enqueues them itself with

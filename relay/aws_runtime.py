@@ -13,6 +13,11 @@ only for `/v2/keys` and the rotation itself; publishing never does, and the sche
 sign. A time-based cache was rejected: it would sign with the old current key for up to its
 lifetime after a rotation, and receivers that took the new pair reject that.
 
+Wake-ups: the dispatch queue also carries records that wake a pass at its deadline (waiter
+timeouts: ``AwsBackend.wake_at``); the backend knows none of the service's passes, so its
+``lease_record`` raises ``TimerDue`` and :meth:`Relay.deliver` runs the pass named in ``TIMERS``
+(the same code the scheduler's tick runs), then lets the record be deleted.
+
 Lambda calls a synchronous handler; the runtime keeps one event loop per container and runs
 each invocation on it, so that the aiohttp session and its pooled connections (bound to that
 loop) survive from one invocation to the next.
@@ -32,7 +37,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from relay import scheduling, webhooks
-from relay.backends.aws import AwsBackend, LeaseDeferred
+from relay.backends.aws import AwsBackend, LeaseDeferred, TimerDue
 from relay.clock import Clock, SystemClock
 from relay.config import Settings
 from relay.delivery import Deliverer
@@ -42,6 +47,7 @@ from relay.metrics import Metrics
 from relay.service import RelayService, keys_in_force
 from relay.signing import SigningKeys
 from relay.tokens import client_token
+from relay.workflows import waiters
 
 log = logging.getLogger("relay.aws")
 T = TypeVar("T")
@@ -50,6 +56,9 @@ T = TypeVar("T")
 # is the first 40, the signing keys are `sig_` + the next 28 and the 28 after, and the last 32
 # are the bytes of the Standard Webhooks `whsec_` secret.
 _TOKEN, _CURRENT, _NEXT, _WEBHOOK = slice(0, 40), slice(40, 68), slice(68, 96), slice(96, 128)
+
+Pass = Callable[[RelayService, int], Awaitable[object]]
+TIMERS: dict[str, Pass] = {waiters.TIMER: waiters.expire}  # wake-up name → the pass it runs
 
 
 def parse_credentials(secret: str) -> tuple[str, SigningKeys]:
@@ -153,9 +162,11 @@ class Relay:
         # The keys in force (a rotation by any container), read while the records are leased;
         # the batch's log lines go to shared log pages, written once the outcomes are stored.
         keys = asyncio.ensure_future(self.service.load_keys())
+        passes: dict[str, asyncio.Future[None]] = {}  # the batch's wake-ups: one run per pass
         async with self.backend.log_batch():
             results = await asyncio.gather(
-                *(self._deliver_record(record, keys) for record in records), return_exceptions=True
+                *(self._deliver_record(record, keys, passes) for record in records),
+                return_exceptions=True,
             )
         await asyncio.gather(keys, return_exceptions=True)  # settled, even if no record used them
         failures = []
@@ -184,10 +195,20 @@ class Relay:
         self._visibility_known = True
 
     async def _deliver_record(
-        self, record: Mapping[str, Any], keys: Awaitable[SigningKeys]
+        self,
+        record: Mapping[str, Any],
+        keys: Awaitable[SigningKeys],
+        passes: dict[str, asyncio.Future[None]],
     ) -> None:
         now = self.service.clock.now_ms()
-        lease = await self.backend.lease_record(record, now)
+        try:
+            lease = await self.backend.lease_record(record, now)
+        except TimerDue as due:
+            # Wake-ups due together (deadlines in the same second) share one run of their pass.
+            if due.timer not in passes:
+                passes[due.timer] = asyncio.ensure_future(self.wake(due.timer, now))
+            await passes[due.timer]
+            return
         if lease is None:
             return
         await keys  # never sign with keys older than this batch
@@ -196,9 +217,18 @@ class Relay:
             # backend drops it on its next receipt if nothing is left to do.
             raise _LeaseLost(lease.message.id)
 
+    async def wake(self, timer: str, now: int) -> None:
+        """Run the pass a wake-up names (an unknown name, from another version: nothing)."""
+        run = TIMERS.get(timer)
+        if run is None:
+            log.warning("dropping a wake-up of an unknown pass %r", timer)
+            return
+        await run(self.service, now)
+
     async def tick(self) -> dict[str, Any]:
-        """Fire the cron schedules that are due (so on AWS a fire is up to a minute late) and
-        move what came due (long delays, long retry backoffs) to the dispatch queue."""
+        """Fire the cron schedules that are due (so on AWS a fire is up to a minute late), run
+        the workflow passes (waiter timeouts and their wake-ups, recovery) and move what came
+        due (long delays, long retry backoffs) to the dispatch queue."""
         now = self.service.clock.now_ms()
         fired = (await scheduling.tick(self.service, now)).fired
         moved = await self.backend.promote_due(now)

@@ -347,7 +347,8 @@ async def tick(service: RelayService, now: int | None = None) -> Tick:
             due = cron.next_after(now)
         if due is not None and (next_fire is None or due < next_fire):
             next_fire = due
-    # Workflow waits time out on the same tick; the ticker wakes at the next deadline too.
+    # Workflow waits time out on the same tick; the ticker wakes at the next deadline too (on
+    # AWS their SQS wake-ups do, and this pass sends those that came within SQS's reach).
     # Workflow results a crash interrupted are finished on the same tick (relay.workflows.recovery).
     for deadline in (await waiters.expire(service, now), await recovery.recover(service, now)):
         if deadline is not None and (next_fire is None or deadline < next_fire):

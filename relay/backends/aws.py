@@ -36,16 +36,18 @@ The sparse GSI ``by-time`` (``gp`` → ``gs``) serves the DLQ (D) and the messag
 DynamoDB for a due time too far for SQS (Q#<shard>, ``gs`` = due ms).
 
 Dispatch: a message due within ``max_sqs_delay`` is sent to SQS with ``DelaySeconds``; a later one
-waits in DynamoDB until :meth:`AwsBackend.promote_due` (the ticker) moves it. An SQS copy names
-the message and its ``gen``; every re-enqueue (promotion, retry) bumps ``gen``, so a stale copy is
-recognised and dropped at lease. Copies are sent *before* the DynamoDB write that makes them
-valid: a crash in between leaves a copy whose message is missing or older, which lease hides
-briefly (the write may still land) and then drops — never a stored message without a copy.
-Leasing reads the message item (one consistent read); SQS's visibility timeout is the lease, and
-settle is conditional on the generation and an unfinished state, so of two copies attempted at
-once only one outcome is stored (at least once: receivers deduplicate on the message id). A
-message in a queue or with a flow-control key also writes a lease token, which its gate's slot
-accounting needs (aws_gates), and settles on that token.
+waits in DynamoDB until :meth:`AwsBackend.promote_due` (the ticker) moves it. An SQS copy names the
+message and its ``gen``; every re-enqueue (promotion, retry) bumps ``gen``, so a stale copy is
+recognised and dropped at lease. Wake-ups travel the same queue: a gate's (aws_gates) and a pass's
+(:meth:`AwsBackend.wake_at`, waiter timeouts), which :meth:`AwsBackend.lease_record` hands to the
+delivery runtime as :class:`TimerDue` (this module runs no pass of the service's layer). Copies are
+sent *before* the DynamoDB write that makes them valid: a crash in between leaves a copy whose
+message is missing or older, which lease hides briefly (the write may still land) and then drops —
+never a stored message without a copy. Leasing reads the message item (one consistent read); SQS's
+visibility timeout is the lease, and settle is conditional on the generation and an unfinished
+state, so of two copies attempted at once only one outcome is stored (at least once: receivers
+deduplicate on the message id). A message in a queue or with a flow-control key also writes a lease
+token, which its gate's slot accounting needs (aws_gates), and settles on that token.
 
 Writing messages together with other records (the seam for stores such as workflow runs, which
 must land in the same transaction as the messages they create): :meth:`AwsBackend.accept_items`
@@ -204,6 +206,17 @@ class LeaseDeferred(Exception):
     lease on it is live): its visibility was shortened; report it as a batch item failure."""
 
 
+class TimerDue(Exception):
+    """An SQS record that is a due wake-up of the pass ``timer`` (:meth:`AwsBackend.wake_at`),
+    not a message copy: the caller runs that pass, then reports the record done (on an error it
+    comes back after its visibility timeout)."""
+
+    def __init__(self, timer: str, due: int) -> None:
+        super().__init__(f"wake-up {timer!r} due at {due}")
+        self.timer = timer
+        self.due = due
+
+
 class DedupConflict(Exception):
     """A concurrent publish took a deduplication id between our read and our write."""
 
@@ -238,6 +251,14 @@ class _Received:
     handle: str
     body: str
     receive_count: int
+
+
+@dataclass(slots=True)
+class _Timer:
+    """A wake-up record that came due (see :class:`TimerDue`)."""
+
+    timer: str
+    due: int
 
 
 @dataclass(slots=True)
@@ -375,6 +396,19 @@ class AwsBackend:
                 raise
             return await self.get_setting(name) or ""
         return value
+
+    # --- wake-ups -------------------------------------------------------------------------------
+
+    @property
+    def wake_reach(self) -> int | None:
+        """SQS brings a wake-up at most ``max_sqs_delay`` ahead."""
+        return self.max_sqs_delay * 1000
+
+    async def wake_at(self, timer: str, due: int, now: int) -> None:
+        """One SQS record delayed until ``due``: :meth:`lease_record` raises TimerDue for it
+        then (and hides it again if it comes early); :meth:`lease` drops it (a polling process
+        runs a ticker that sleeps until the next deadline)."""
+        await self._send_raw(_json({"timer": timer, "t": due}), due, now)
 
     # --- configuration records (URL groups, schedules, queues) ------------------------------------
 
@@ -643,7 +677,11 @@ class AwsBackend:
             )
             leases.extend(o for o in outcomes if isinstance(o, Lease))
             await self._refuse(
-                [(r, o) for r, o in zip(received, outcomes, strict=True) if isinstance(o, _Refused)]
+                [
+                    (r, _Refused() if isinstance(o, _Timer) else o)
+                    for r, o in zip(received, outcomes, strict=True)
+                    if not isinstance(o, Lease)
+                ]
             )
         leases.sort(key=lambda lease: lease.message.not_before)
         return leases
@@ -653,8 +691,9 @@ class AwsBackend:
     ) -> Lease | None:
         """Lease the message of one record of an SQS Lambda event. None: nothing to deliver (a
         stale copy or a finished message) — report success and the event source deletes it.
-        Raises LeaseDeferred when it must come back later. Settling such a lease leaves the
-        record to the event source (report success once settled; failure if settle is False)."""
+        Raises LeaseDeferred when it must come back later, TimerDue for a due wake-up. Settling
+        such a lease leaves the record to the event source (report success once settled;
+        failure if settle is False)."""
         received = _Received(
             handle=record["receiptHandle"],
             body=record["body"],
@@ -665,6 +704,8 @@ class AwsBackend:
         )
         if isinstance(outcome, Lease):
             return outcome
+        if isinstance(outcome, _Timer):
+            raise TimerDue(outcome.timer, outcome.due)
         if outcome.hide_seconds is None:
             return None
         await self._refuse([(received, outcome)], delete=False)
@@ -672,7 +713,7 @@ class AwsBackend:
 
     async def _lease_one(
         self, received: _Received, now: int, visibility: int, handle: str
-    ) -> Lease | _Refused:
+    ) -> Lease | _Refused | _Timer:
         """One consistent read decides. A message without a queue or flow-control key is leased
         by SQS's visibility alone (no write: its ACTIVE event is stored with the outcome); one
         with them takes a lease token on its item, as its gate's slot accounting needs."""
@@ -680,6 +721,8 @@ class AwsBackend:
             copy = orjson.loads(received.body)
             if isinstance(copy, dict) and "gate" in copy:  # a wake-up of a queue or key
                 return _Refused(hide_seconds=await self._gates.on_timer(copy, now))
+            if isinstance(copy, dict) and "timer" in copy:  # a wake-up of a pass (wake_at)
+                return _wake_up(str(copy["timer"]), int(copy["t"]), now)
             message_id, gen = str(copy["id"]), int(copy["g"])
         except (ValueError, KeyError, TypeError):
             log.warning("dropping a malformed dispatch message: %.200r", received.body)
@@ -1128,7 +1171,7 @@ class AwsBackend:
                 self._next_wait = min(self._next_wait, message.not_before)
 
     async def _send_raw(self, body: str, due: int, now: int) -> None:
-        """One record other than a message's copy (a gate's wake-up, aws_gates), due at ``due``."""
+        """A record other than a message's copy (a wake-up: aws_gates, wake_at), due at ``due``."""
         await self._call(
             self._sqs.send_message,
             QueueUrl=self._queue(),
@@ -1955,6 +1998,13 @@ def _message_ids(items: Sequence[Item]) -> list[str]:
 
 async def _dropped() -> _Refused:
     return _Refused()
+
+
+def _wake_up(timer: str, due: int, now: int) -> _Timer | _Refused:
+    """A wake-up record: due, or (this host's clock is behind the sender's) hidden until then."""
+    if due > now:
+        return _Refused(hide_seconds=max(1, -(-(due - now) // 1000)))
+    return _Timer(timer, due)
 
 
 def _gated(message: Message) -> bool:

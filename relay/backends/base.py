@@ -62,6 +62,18 @@ class Backend(Protocol):
     async def delete_record(self, kind: str, key: str) -> bool:
         """Delete a record; False if there was none."""
 
+    # --- wake-ups: a pass (waiter timeouts) run at its deadline by the transport -------------
+
+    @property
+    def wake_reach(self) -> int | None:
+        """How far ahead (ms) :meth:`wake_at` can bring a wake-up; None: it brings none (the
+        embedded ticker sleeps until the next deadline instead)."""
+
+    async def wake_at(self, timer: str, due: int, now: int) -> None:
+        """Have the pass named ``timer`` run at ``due`` (ms, within ``wake_reach`` of ``now``)
+        by whoever takes dispatch: on AWS an SQS record that the delivery function's lease
+        turns into ``TimerDue`` for its runtime. Extra or early wake-ups must be harmless."""
+
     async def accept(
         self, messages: Sequence[Message], events: Sequence[Event], now: int, dedup_window: int
     ) -> list[Accepted]:

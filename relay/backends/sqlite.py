@@ -286,6 +286,16 @@ class SqliteBackend:
 
         return await self._conn.run(op)
 
+    # --- wake-ups ---------------------------------------------------------------------------
+
+    @property
+    def wake_reach(self) -> int | None:
+        """None: the embedded ticker sleeps until the next deadline, nothing to bring."""
+        return None
+
+    async def wake_at(self, timer: str, due: int, now: int) -> None:
+        """Nothing to do (``wake_reach`` is None)."""
+
     # --- configuration records --------------------------------------------------------------
 
     async def put_record(self, kind: str, key: str, value: dict[str, Any]) -> None:

@@ -7,13 +7,16 @@ appended before any dedup check, so a dedup id would not do). Works on both back
 record store alone.
 
 The recovery pass takes only intents older than ``GRACE`` ms, so it does not race the request
-that stored one and is still publishing it.
+that stored one and is still publishing it; and passes that overlap do not race each other: a
+pass re-publishes an intent only after it ``claim``s it (a conditional setting, held ``GRACE``).
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +29,7 @@ from relay.service import PublishRequest, RelayService
 log = logging.getLogger("relay.workflows.outbox")
 
 OUTBOX = "workflow_outbox"
+CLAIM = "workflow_outbox_claim"  # settings: <CLAIM>\0<intent key>\0<generation> = owner until
 GRACE = 60_000  # ms an intent is left to the request that stored it
 
 
@@ -91,6 +95,23 @@ async def deliver(service: RelayService, intent: Intent, *, again: bool = False)
         message_id = str(found) if found else None
     await discard(service, intent.key)
     return message_id
+
+
+async def claim(service: RelayService, key: str, now: int) -> bool:
+    """Take intent ``key`` for one recovery pass: of passes that try at once, one gets True.
+    A claim is held for ``GRACE`` ms; past that (its pass crashed) the next pass takes the next
+    generation's setting, stored only if absent, so two takeovers cannot both win either. A
+    claim's setting stays behind (one small item per recovered intent: crashes only)."""
+    mine = f"{uuid.uuid4().hex} {now + GRACE}"
+    for generation in itertools.count():
+        held = await service.backend.put_setting(
+            f"{CLAIM}\0{key}\0{generation}", mine, if_absent=True
+        )
+        if held == mine:
+            return True
+        if int(held.split()[1]) > now:
+            return False  # another pass holds it
+    raise AssertionError("unreachable")
 
 
 async def stored(service: RelayService) -> list[Intent]:

@@ -5,6 +5,9 @@ interrupted between a decision and its result entry, so no run is left waiting f
 - an invoked run's result claimed but not published: its stored intent, delivered again;
 - an invoked run that ended but whose end was not followed up (the parent not told, its
   waiters not dropped): ``runs.ended`` again, which is idempotent.
+
+Passes may overlap (two scheduler invocations on AWS, a slow one and the next): each intent is
+re-published only by the pass that claims it (``outbox.claim``).
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ async def recover(service: RelayService, now: int) -> int | None:
     that sleeps until then."""
     intents = await outbox.stored(service)
     stale = outbox.stale(intents, now)
-    await waiters.recover(service, stale)
+    await waiters.recover(service, stale, now)
     for intent in stale:
-        if intent.key.startswith(invoke.INTENT):
+        if intent.key.startswith(invoke.INTENT) and await outbox.claim(service, intent.key, now):
             await outbox.deliver(service, intent, again=True)
     for run in await invoke.unreported(service, now):
         await runs.ended(service, run)

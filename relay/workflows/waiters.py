@@ -9,8 +9,14 @@ each contender stores its result as an intent first (relay.workflows.outbox), so
 the claim leaves it for the recovery pass.
 A run-scoped notify and a wait that start together each look for the other after storing their
 own record, and the early event, too, is taken by deleting it, so the pair meets exactly once.
-Deadlines are kept in the waiter records and expired by the ticker (``expire``), so a timeout
-survives a restart; the embedded ticker wakes at the next deadline, AWS's within its minute.
+Deadlines are kept in the waiter records and expired by ``expire``, so a timeout survives a
+restart. The embedded ticker runs it and sleeps until the next deadline. A backend that brings
+wake-ups (``wake_reach``: AWS, by SQS delay, up to 15 minutes ahead) gets one per deadline, the
+delivery runtime runs ``expire`` when it comes, so a timeout fires within about a second there
+too: a wait arms its own deadline if it is within reach, a later one is armed by the pass
+(``expire`` on the scheduler's tick) that first sees it within reach — the setting ``_ARMED``
+keeps how far the passes have armed, so each deadline is sent once. A wake-up that finds its
+waiter answered (notify won) or comes twice does nothing: answering goes through the claim.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ DEFAULT_TIMEOUT = "7d"
 _INTENT = "wait\0"  # outbox keys: wait, contender (timeout or notify-<id>), waiter key
 _TIMEOUT = f"{_INTENT}timeout\0"
 _EARLY = f"{_INTENT}early-"
+TIMER = WAITER  # the wake-up's name: the delivery runtime runs ``expire`` for it
+_ARMED = "workflow_waiters_armed"  # setting: passes sent the wake-ups of deadlines up to it (ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +158,8 @@ async def wait(
     )
     await service.backend.put_record(WAITER, waiter.key, waiter.to_record())
     early = await _peek_early(service, run_id, event_id)
-    if early is not None:
-        await _answer(service, waiter, early, early=True)
+    if early is None or await _answer(service, waiter, early, early=True) is False:
+        await _arm(service, waiter.deadline, now)
     return waiter
 
 
@@ -188,16 +196,18 @@ async def waiters_of(
 
 
 async def expire(service: RelayService, now: int) -> int | None:
-    """Answer every waiter whose deadline passed with its timeout; the next deadline (ms), for
-    a ticker that sleeps until then."""
-    upcoming: int | None = None
+    """Answer every waiter whose deadline passed with its timeout, and arm the wake-ups of the
+    deadlines that came within the backend's reach; the next deadline (ms), for a ticker that
+    sleeps until then. The ticker's pass and the wake-up's (the delivery runtime's) alike."""
+    upcoming: list[Waiter] = []
     for record in await service.backend.list_records(WAITER):
         waiter = Waiter.from_record(record)
         if waiter.deadline > now:
-            upcoming = waiter.deadline if upcoming is None else min(upcoming, waiter.deadline)
+            upcoming.append(waiter)
         else:
             await _answer(service, waiter, None)
-    return upcoming
+    await _arm_entering(service, upcoming, now)
+    return min((w.deadline for w in upcoming), default=None)
 
 
 async def drop_run(service: RelayService, run_id: str) -> None:
@@ -208,6 +218,37 @@ async def drop_run(service: RelayService, run_id: str) -> None:
     for record in await service.backend.list_records(EARLY_EVENT):
         if record["runId"] == run_id:
             await service.backend.delete_record(EARLY_EVENT, _early_key(run_id, record["eventId"]))
+
+
+# --- wake-ups ----------------------------------------------------------------------------------
+
+
+async def _arm(service: RelayService, deadline: int, now: int) -> None:
+    """A new wait's wake-up, if its deadline is within the backend's reach."""
+    reach = service.backend.wake_reach
+    if reach is not None and deadline - now <= reach:
+        await service.backend.wake_at(TIMER, deadline, now)
+
+
+async def _arm_entering(service: RelayService, upcoming: list[Waiter], now: int) -> None:
+    """Send the wake-ups of deadlines beyond reach at their wait that are within it now, each
+    once: those after ``_ARMED``, which then moves to this pass's horizon. Concurrent passes
+    may send one twice (harmless); a wait registered while a pass lists, with a timeout a few
+    milliseconds over the reach, can be missed: the scheduler's pass answers it then."""
+    reach = service.backend.wake_reach
+    if reach is None:
+        return
+    horizon = now + reach
+    late = {w.deadline for w in upcoming if w.deadline - w.created_at > reach}
+    entering = sorted(d for d in late if d <= horizon)
+    if not entering:
+        return
+    armed = int(await service.backend.get_setting(_ARMED) or 0)
+    due = [d for d in entering if d > armed]
+    for deadline in due:
+        await service.backend.wake_at(TIMER, deadline, now)
+    if due:
+        await service.backend.put_setting(_ARMED, str(horizon))
 
 
 # --- claiming and answering ---------------------------------------------------------------------
@@ -285,10 +326,12 @@ async def _answer(
     return await outbox.deliver(service, intent)
 
 
-async def recover(service: RelayService, stale: list[outbox.Intent]) -> None:
+async def recover(service: RelayService, stale: list[outbox.Intent], now: int) -> None:
     """Finish the answers a crash interrupted (``stale`` intents): a waiter still stored is
     claimed now on its intent's behalf; one claimed already gets its result unless the run
-    holds it. If several contenders left intents, an event wins over the timeout."""
+    holds it. If several contenders left intents, an event wins over the timeout. A pass
+    finishes a waiter only if it claims the chosen intent (``outbox.claim``): of passes that
+    overlap, one does."""
     contenders: dict[str, list[outbox.Intent]] = {}
     for intent in stale:
         if intent.key.startswith(_INTENT):
@@ -296,6 +339,8 @@ async def recover(service: RelayService, stale: list[outbox.Intent]) -> None:
             contenders.setdefault(key, []).append(intent)
     for key, intents in contenders.items():
         chosen, *others = sorted(intents, key=lambda i: (i.key.startswith(_TIMEOUT), i.created_at))
+        if not await outbox.claim(service, chosen.key, now):
+            continue  # another pass is finishing it
         for other in others:
             await outbox.discard(service, other.key)
         db = service.backend

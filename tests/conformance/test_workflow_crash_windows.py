@@ -7,6 +7,7 @@ at the window."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -16,7 +17,7 @@ from relay import scheduling
 from relay.clock import ManualClock
 from relay.server import EmbeddedRelay
 from relay.service import RelayService
-from relay.workflows import invoke, outbox, runs, waiters
+from relay.workflows import invoke, outbox, recovery, runs, waiters
 from tests.conformance.test_workflow_runs import _batch, _init
 from tests.conformance.test_workflow_waiters import _start, _wait
 from tests.conftest import Api, Receiver
@@ -28,8 +29,6 @@ class Crash(Exception):
 
 def _crash(*args: Any, **kwargs: Any) -> Any:
     raise Crash
-
-
 
 
 async def _results(service: RelayService, run_id: str, field: str) -> list[dict[str, Any]]:
@@ -182,3 +181,73 @@ async def test_an_early_event_taken_before_a_crash_answers_the_wait_by_recovery(
     assert result["out"] == "ZWFybHk="  # b64 "early"
     assert await waiters.waiters_of(relay.service, "evt") == []
     assert await relay.service.backend.list_records(waiters.EARLY_EVENT) == []
+
+
+async def _stale(
+    kind: str,
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    patch: pytest.MonkeyPatch,
+) -> tuple[str, str]:
+    """A result claimed, then a crash before its publish, ``outbox.GRACE`` ago: the run, and the
+    field its result entry carries."""
+    with patch.context() as crash:
+        crash.setattr(outbox, "deliver", _crash)
+        if kind == "wait":
+            url = await _start(api, receiver, relay, "wfr_o")
+            await _wait(api, url, "wfr_o", "evt", timeout="1s")
+            clock.advance(1000)
+            with pytest.raises(Crash):
+                await waiters.expire(relay.service, clock.now_ms())
+        else:
+            await _invoke(api, receiver, relay)
+            with pytest.raises(Crash):
+                await runs.end(relay.service, "wfr_child", cancel=False, response='"ok"')
+    clock.advance(outbox.GRACE)
+    if kind == "wait":
+        return "wfr_o", "waitTimeout"
+    return "wfr_parent", "invokedWorkflowRunId"
+
+
+@pytest.mark.parametrize("kind", ["wait", "invoke"])
+async def test_overlapping_recovery_passes_publish_a_result_once(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    """Two passes at once (two scheduler invocations on AWS): one claims the intent and
+    publishes it, the other leaves it."""
+    run_id, field = await _stale(kind, api, receiver, relay, clock, monkeypatch)
+    now = clock.now_ms()
+    await asyncio.gather(*(recovery.recover(relay.service, now) for _ in range(3)))
+    assert len(await _results(relay.service, run_id, field)) == 1
+    assert await relay.service.backend.list_records(outbox.OUTBOX) == []
+
+
+async def test_a_pass_that_crashed_holding_a_claim_leaves_the_result_to_a_later_one(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its claim blocks other passes for ``outbox.GRACE``, then the next pass takes it over."""
+    await _stale("wait", api, receiver, relay, clock, monkeypatch)
+    with monkeypatch.context() as patch:
+        patch.setattr(outbox, "deliver", _crash)  # the pass dies after its claim
+        with pytest.raises(Crash):
+            await recovery.recover(relay.service, clock.now_ms())
+    clock.advance(outbox.GRACE - 1)
+    await recovery.recover(relay.service, clock.now_ms())  # the claim still holds
+    assert await _results(relay.service, "wfr_o", "waitTimeout") == []
+    clock.advance(1)
+    await recovery.recover(relay.service, clock.now_ms())
+    await recovery.recover(relay.service, clock.now_ms())
+    [result] = await _results(relay.service, "wfr_o", "waitTimeout")
+    assert result["waitTimeout"] is True
+    assert await relay.service.backend.list_records(outbox.OUTBOX) == []

@@ -21,6 +21,7 @@ from relay.backends.aws import (
     TTL_ATTRIBUTE,
     AwsBackend,
     LeaseDeferred,
+    TimerDue,
 )
 from relay.models import DlqEntry, DlqQuery, Event, EventQuery, MessageState, Settlement
 from tests.conformance.test_backend_port import T0, _delivered, _message
@@ -335,6 +336,26 @@ async def test_lambda_record_of_a_message_not_stored_yet_is_deferred_then_droppe
     record = _record(received)
     record["attributes"]["ApproximateReceiveCount"] = "5"
     assert await aws.lease_record(record, T0) is None  # an orphan: its accept never landed
+
+
+async def test_a_wake_up_is_handed_to_the_lambda_runtime_when_due_and_dropped_by_a_poller(
+    aws: AwsBackend,
+) -> None:
+    """wake_at's record names its pass: lease_record raises TimerDue for it once due (hidden
+    again if this clock is behind the sender's); lease() takes no message from it."""
+    assert aws.wake_reach == 900 * SECOND
+    await aws.wake_at("workflow_waiter", T0, T0)
+    [received] = _receive(aws)
+    with pytest.raises(LeaseDeferred):
+        await aws.lease_record(_record(received), T0 - 1500)  # 2 s early here: hidden 2 s
+    with pytest.raises(TimerDue) as due:
+        await aws.lease_record(_record(received), T0)
+    assert (due.value.timer, due.value.due) == ("workflow_waiter", T0)
+    assert await _queued(aws) == 1  # the event source deletes it once its pass ran
+    aws._sqs.purge_queue(QueueUrl=aws._queue())
+    await aws.wake_at("workflow_waiter", T0, T0)
+    assert await aws.lease(T0, 10, 60_000) == []
+    assert await _queued(aws) == 0  # a polling relay's ticker runs the pass: dropped
 
 
 async def test_duplicate_copy_is_leased_but_only_one_outcome_is_stored(aws: AwsBackend) -> None:

@@ -35,11 +35,12 @@ def relay_dev(tmp: Path) -> Iterator[Target]:
 @contextmanager
 def aws_stack(tmp: Path) -> Iterator[Target]:
     """template.yaml's stack on a moto server (`make dev-aws`, infra/): the HttpApi calls
-    lambda/api.py, the SQS event source lambda/deliver.py (a sleep is SQS DelaySeconds), the
-    scheduler (waiter deadlines, long delays) ticks every second; loopback destinations allowed."""
+    lambda/api.py, the SQS event source lambda/deliver.py (a sleep is SQS DelaySeconds, a wait's
+    timeout an SQS wake-up), the scheduler on the template's schedule (every minute: nothing
+    here waits for it); loopback destinations allowed."""
     port = free_port()
     log = (tmp / "dev-aws.log").open("w")
-    command = [sys.executable, "-m", "infra.dev_aws", "--port", str(port), "--tick-seconds", "1"]
+    command = [sys.executable, "-m", "infra.dev_aws", "--port", str(port)]
     command += ["--batching-window", "0"]  # invoke at once: the window only adds latency here
     process = subprocess.Popen(
         command,
