@@ -187,11 +187,11 @@ async def notify(
 async def waiters_of(
     service: RelayService, event_id: str, run_id: str | None = None
 ) -> list[Waiter]:
-    """The steps waiting on ``event_id`` (of ``run_id`` only, when given), oldest first."""
-    waiters = [Waiter.from_record(r) for r in await service.backend.list_records(WAITER)]
-    found = [
-        w for w in waiters if w.event_id == event_id and (run_id is None or w.run_id == run_id)
-    ]
+    """The steps waiting on ``event_id`` (of ``run_id`` only, when given), oldest first: the
+    records whose key starts with the event id (waiter_key), not every waiter."""
+    prefix = f"{event_id}\0" if run_id is None else f"{event_id}\0{run_id}\0"
+    records = await service.backend.list_records(WAITER, prefix)
+    found = [Waiter.from_record(r) for r in records]
     return sorted(found, key=lambda w: w.created_at)
 
 
