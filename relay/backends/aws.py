@@ -97,7 +97,7 @@ from botocore.exceptions import ClientError
 from relay.backends import aws_gates
 from relay.backends.aws_gates import Gates
 from relay.backends.aws_runs import Runs
-from relay.backends.base import kept_events
+from relay.backends.base import kept_events, key_range
 from relay.flow_control import FlowKey, FlowKeyUsage
 from relay.models import (
     Accepted,
@@ -420,20 +420,34 @@ class AwsBackend:
         item = await self._get(f"R#{kind}", key)
         return None if item is None else dict(orjson.loads(item["v"]["S"]))
 
-    async def list_records(self, kind: str, prefix: str = "") -> list[dict[str, Any]]:
-        condition = {
-            "KeyConditionExpression": "pk = :pk"
-            + (" AND begins_with(sk, :prefix)" if prefix else ""),
-            "ExpressionAttributeValues": {
-                ":pk": _s(f"R#{kind}"),
-                **({":prefix": _s(prefix)} if prefix else {}),
-            },
-        }
+    async def list_records(
+        self,
+        kind: str,
+        prefix: str = "",
+        *,
+        start: str | None = None,
+        stop: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        condition = _record_range(kind, prefix, start, stop)
+        if condition is None:
+            return []
+        # BETWEEN includes its upper bound: a key equal to ``stop`` is left out here.
+        high = condition["ExpressionAttributeValues"].get(":high", {}).get("S")
         records: list[dict[str, Any]] = []
-        async for items in self._pages(
-            self._db.query, TableName=self.table, ConsistentRead=True, **condition
-        ):
-            records += [dict(orjson.loads(item["v"]["S"])) for item in items]
+        pages = self._pages(
+            self._db.query,
+            TableName=self.table,
+            ConsistentRead=True,
+            **condition,
+            **({"Limit": limit} if limit is not None else {}),
+        )
+        async with contextlib.aclosing(pages):
+            async for items in pages:
+                kept = [item for item in items if item["sk"]["S"] != high]
+                records += [dict(orjson.loads(item["v"]["S"])) for item in kept]
+                if limit is not None and len(records) >= limit:
+                    return records[:limit]
         return records
 
     async def delete_record(self, kind: str, key: str) -> bool:
@@ -1844,6 +1858,34 @@ class AwsBackend:
 # --- helpers ------------------------------------------------------------------------------------
 
 _DIGITS = re.compile(r"\d{36}")
+
+
+def _record_range(
+    kind: str, prefix: str, start: str | None, stop: str | None
+) -> dict[str, Any] | None:
+    """The Query key condition of ``list_records``: ``begins_with`` for a prefix alone, else the
+    range ``[low, high)`` as ``>=`` / ``<`` / ``BETWEEN`` (one condition on sk is all a Query
+    takes; BETWEEN's inclusive upper bound is dropped by the caller). None: an empty range."""
+    values = {":pk": _s(f"R#{kind}")}
+    if start is None and stop is None:
+        if prefix:
+            values[":prefix"] = _s(prefix)
+        sk = " AND begins_with(sk, :prefix)" if prefix else ""
+        return {"KeyConditionExpression": f"pk = :pk{sk}", "ExpressionAttributeValues": values}
+    low, high = key_range(prefix, start, stop)
+    if high is not None and low >= high:
+        return None
+    if high is None:
+        sk = " AND sk >= :low" if low else ""
+    elif low:
+        sk = " AND sk BETWEEN :low AND :high"
+    else:
+        sk = " AND sk < :high"
+    if low:
+        values[":low"] = _s(low)
+    if high is not None:
+        values[":high"] = _s(high)
+    return {"KeyConditionExpression": f"pk = :pk{sk}", "ExpressionAttributeValues": values}
 
 
 _Pointer = tuple[str, str, MessageState]  # a log line: message id, event order key, state

@@ -56,8 +56,17 @@ class Backend(Protocol):
 
     async def get_record(self, kind: str, key: str) -> dict[str, Any] | None: ...
 
-    async def list_records(self, kind: str, prefix: str = "") -> list[dict[str, Any]]:
-        """Every record of ``kind`` whose key starts with ``prefix``, in key order."""
+    async def list_records(
+        self,
+        kind: str,
+        prefix: str = "",
+        *,
+        start: str | None = None,
+        stop: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The records of ``kind`` whose key starts with ``prefix`` and lies in ``[start,
+        stop)`` (either bound optional), in key order, the first ``limit`` of them (None: all)."""
 
     async def delete_record(self, kind: str, key: str) -> bool:
         """Delete a record; False if there was none."""
@@ -209,3 +218,12 @@ class Backend(Protocol):
 def kept_events(events: Sequence[Event], stored_ids: Collection[str]) -> list[Event]:
     """The events ``accept`` stores: all but the CREATED events of deduplicated messages."""
     return [e for e in events if e.message_id in stored_ids or e.state != MessageState.CREATED]
+
+
+def key_range(prefix: str, start: str | None, stop: str | None) -> tuple[str, str | None]:
+    """The keys ``list_records`` lists as one range ``[low, high)`` (``high`` None: unbounded):
+    those starting with ``prefix`` end before ``prefix`` + U+10FFFF (a next character no relay
+    key holds), and in UTF-8 byte order, which both backends compare by, as in code points."""
+    low = prefix if start is None else max(prefix, start)
+    bounds = [b for b in (prefix + "\U0010ffff" if prefix else None, stop) if b is not None]
+    return low, min(bounds, default=None)

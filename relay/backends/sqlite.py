@@ -23,7 +23,7 @@ import orjson
 
 from relay.backends import sqlite_gates as gates
 from relay.backends import sqlite_runs as _runs
-from relay.backends.base import kept_events
+from relay.backends.base import kept_events, key_range
 from relay.flow_control import FlowKey, FlowKeyUsage
 from relay.models import (
     Accepted,
@@ -316,13 +316,24 @@ class SqliteBackend:
 
         return await self._conn.run(op, durable=False)
 
-    async def list_records(self, kind: str, prefix: str = "") -> list[dict[str, Any]]:
+    async def list_records(
+        self,
+        kind: str,
+        prefix: str = "",
+        *,
+        start: str | None = None,
+        stop: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        low, high = key_range(prefix, start, stop)
+
         def op(c: sqlite3.Connection) -> list[dict[str, Any]]:
-            # A range of the primary key: the keys that start with ``prefix`` (but for a next
-            # character of U+10FFFF, which no relay key holds).
+            # A range of the primary key, read no further than ``limit`` rows (-1: no limit).
             rows = c.execute(
-                "SELECT value FROM records WHERE kind = ? AND key >= ? AND key < ? ORDER BY key",
-                (kind, prefix, prefix + "\U0010ffff"),
+                "SELECT value FROM records WHERE kind = ? AND key >= ?"
+                + ("" if high is None else " AND key < ?")
+                + " ORDER BY key LIMIT ?",
+                (kind, low, *(() if high is None else (high,)), -1 if limit is None else limit),
             )
             return [dict(orjson.loads(row[0])) for row in rows]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from relay.backends.base import Backend
 from relay.models import Event, Lease, Message, MessageState, Settlement
@@ -126,5 +127,32 @@ async def test_records_listed_by_key_prefix(backend: Backend) -> None:
         assert [r["key"] for r in listed] == ["ev1\0run1", "ev1\0run2"]
         assert len(await backend.list_records("kind")) == 5
         assert await backend.list_records("kind", "nothing") == []
+    finally:
+        await backend.close()
+
+
+async def test_records_listed_by_key_range_and_limit(backend: Backend) -> None:
+    """``start`` inclusive, ``stop`` exclusive, ``limit`` the first n, in key order, with or
+    without a prefix: what the waiters' deadline index reads."""
+    await backend.open()
+    try:
+        keys = ["a\x000001", "a\x000002", "a\x000003", "b\x000001", "b\x000002", "c"]
+        for key in reversed(keys):
+            await backend.put_record("kind", key, {"key": key})
+
+        async def listed(prefix: str = "", **bounds: Any) -> list[str]:
+            return [r["key"] for r in await backend.list_records("kind", prefix, **bounds)]
+
+        assert await listed(start="a\x000002", stop="b\x000002") == keys[1:4]
+        assert await listed(stop="a\x000003") == keys[:2]
+        assert await listed(start="b") == keys[3:]
+        assert await listed(start="a\x000002", limit=2) == keys[1:3]
+        assert await listed(limit=1) == keys[:1]
+        assert await listed("a\x00", start="a\x000002") == keys[1:3]
+        assert await listed("b\x00", stop="b\x000002") == keys[3:4]
+        assert await listed("a\x00", stop="zz", limit=5) == keys[:3]
+        assert await listed(start="a\x000003", stop="a\x000003") == []
+        assert await listed(start="b", stop="a") == []
+        assert await listed("b\x00", start="c") == []
     finally:
         await backend.close()
