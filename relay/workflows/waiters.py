@@ -9,14 +9,25 @@ each contender stores its result as an intent first (relay.workflows.outbox), so
 the claim leaves it for the recovery pass.
 A run-scoped notify and a wait that start together each look for the other after storing their
 own record, and the early event, too, is taken by deleting it, so the pair meets exactly once.
-Deadlines are kept in the waiter records and expired by ``expire``, so a timeout survives a
-restart. The embedded ticker runs it and sleeps until the next deadline. A backend that brings
+Deadlines are stored, so a timeout survives a restart, and indexed: beside each waiter a
+*deadline index* entry (kind ``DUE``, key ``due_key``: 13 digits of ms, then the waiter's key,
+so key order is deadline order). ``expire`` reads that index by key range, never every waiter:
+the entries below now (whose waiters it times out), the next one (the ticker's next deadline),
+and on a backend with wake-ups those entering reach; what one pass reads grows with what is due
+or entering reach, not with the waiters alive. A wait stores its entry before its waiter, the
+claim drops it after deleting the waiter, so a crash between leaves an entry without a waiter
+(or with another deadline): stale, dropped by ``expire`` when due (and ``outbox.GRACE`` old,
+lest it be a wait still storing its waiter). Waiters stored before the index existed are
+indexed once, by the first pass that finds the setting ``_INDEXED`` absent (overlapping passes
+put the same entries).
+The embedded ticker runs ``expire`` and sleeps until the next deadline. A backend that brings
 wake-ups (``wake_reach``: AWS, by SQS delay, up to 15 minutes ahead) gets one per deadline, the
 delivery runtime runs ``expire`` when it comes, so a timeout fires within about a second there
 too: a wait arms its own deadline if it is within reach, a later one is armed by the pass
-(``expire`` on the scheduler's tick) that first sees it within reach — the setting ``_ARMED``
-keeps how far the passes have armed, so each deadline is sent once. A wake-up that finds its
-waiter answered (notify won) or comes twice does nothing: answering goes through the claim.
+(``expire`` on the scheduler's tick or a wake-up) that first sees it within reach — the setting
+``_ARMED`` keeps how far the passes have armed (each pass lists the index entries after it up to
+its horizon), so each deadline is sent once. A wake-up that finds its waiter answered (notify
+won) or comes twice does nothing: answering goes through the claim.
 """
 
 from __future__ import annotations
@@ -46,6 +57,9 @@ _TIMEOUT = f"{_INTENT}timeout\0"
 _EARLY = f"{_INTENT}early-"
 TIMER = WAITER  # the wake-up's name: the delivery runtime runs ``expire`` for it
 _ARMED = "workflow_waiters_armed"  # setting: passes sent the wake-ups of deadlines up to it (ms)
+DUE = "workflow_waiter_due"  # the deadline index: an entry per waiter, keys in deadline order
+_INDEXED = "workflow_waiters_indexed"  # setting: the waiters stored before the index have entries
+_LAST_DUE = 10**13 - 1  # ms: the last deadline the index keys tell apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +131,17 @@ def waiter_key(event_id: str, run_id: str, step_id: Any) -> str:
     return f"{event_id}\0{run_id}\0{step_id}"
 
 
+def due_key(deadline: int, key: str) -> str:
+    """A waiter's deadline index key: key order is deadline order (13 digits of ms)."""
+    return f"{_due_bound(deadline)}\0{key}"
+
+
+def _due_bound(deadline: int) -> str:
+    """The index keys below this are those of deadlines before ``deadline`` (one past 13 digits,
+    some time in 2286, is kept at the last 13-digit instant, lest it sort as due now)."""
+    return f"{min(deadline, _LAST_DUE):013d}"
+
+
 def _early_key(run_id: str, event_id: str) -> str:
     return f"{run_id}\0{event_id}"
 
@@ -156,6 +181,7 @@ async def wait(
         created_at=now,
         run_created_at=run.created_at,
     )
+    await _index(service, waiter)  # first: a crash before the waiter leaves a stale entry only
     await service.backend.put_record(WAITER, waiter.key, waiter.to_record())
     early = await _peek_early(service, run_id, event_id)
     if early is None or await _answer(service, waiter, early, early=True) is False:
@@ -198,26 +224,65 @@ async def waiters_of(
 async def expire(service: RelayService, now: int) -> int | None:
     """Answer every waiter whose deadline passed with its timeout, and arm the wake-ups of the
     deadlines that came within the backend's reach; the next deadline (ms), for a ticker that
-    sleeps until then. The ticker's pass and the wake-up's (the delivery runtime's) alike."""
-    upcoming: list[Waiter] = []
-    for record in await service.backend.list_records(WAITER):
-        waiter = Waiter.from_record(record)
-        if waiter.deadline > now:
-            upcoming.append(waiter)
-        else:
-            await _answer(service, waiter, None)
-    await _arm_entering(service, upcoming, now)
-    return min((w.deadline for w in upcoming), default=None)
+    sleeps until then. The ticker's pass and the wake-up's (the delivery runtime's) alike.
+    Reads the deadline index, not the waiters: the entries due, those entering reach, one more."""
+    await _index_stored(service)
+    for entry in await service.backend.list_records(DUE, stop=_due_bound(now + 1)):
+        await _expire_entry(service, entry, now)
+    await _arm_entering(service, now)
+    after = await service.backend.list_records(DUE, start=_due_bound(now + 1), limit=1)
+    return int(after[0]["deadline"]) if after else None
 
 
 async def drop_run(service: RelayService, run_id: str) -> None:
     """Forget the waiters and early events of a run that ended (cancelled, failed)."""
     for record in await service.backend.list_records(WAITER):
         if record["runId"] == run_id:
-            await service.backend.delete_record(WAITER, Waiter.from_record(record).key)
+            waiter = Waiter.from_record(record)
+            if await service.backend.delete_record(WAITER, waiter.key):
+                await _unindex(service, waiter.deadline, waiter.key)
     for record in await service.backend.list_records(EARLY_EVENT):
         if record["runId"] == run_id:
             await service.backend.delete_record(EARLY_EVENT, _early_key(run_id, record["eventId"]))
+
+
+# --- the deadline index -------------------------------------------------------------------------
+
+
+async def _index(service: RelayService, waiter: Waiter) -> None:
+    entry = {"key": waiter.key, "deadline": waiter.deadline, "createdAt": waiter.created_at}
+    await service.backend.put_record(DUE, due_key(waiter.deadline, waiter.key), entry)
+
+
+async def _unindex(service: RelayService, deadline: int, key: str) -> None:
+    await service.backend.delete_record(DUE, due_key(deadline, key))
+
+
+async def _index_stored(service: RelayService) -> None:
+    """Once: index the waiters stored before the index existed (they hold no entry). Passes
+    that overlap index them alike (puts of the same entries); an entry whose waiter was
+    answered meanwhile is dropped as stale when due."""
+    if await service.backend.get_setting(_INDEXED) is not None:
+        return
+    for record in await service.backend.list_records(WAITER):
+        await _index(service, Waiter.from_record(record))
+    await service.backend.put_setting(_INDEXED, "1", if_absent=True)
+
+
+async def _expire_entry(service: RelayService, entry: dict[str, Any], now: int) -> None:
+    """Time out the waiter of a due index entry, or drop the entry if it is stale: its waiter
+    was answered (by a claimer that crashed before dropping it), stored again with another
+    deadline (that one has its own entry), or never stored (its wait crashed between the two
+    puts; an entry younger than ``outbox.GRACE`` may be a wait storing it now, and is kept)."""
+    key, deadline = str(entry["key"]), int(entry["deadline"])
+    record = await service.backend.get_record(WAITER, key)
+    if record is None:
+        if int(entry["createdAt"]) + outbox.GRACE <= now:
+            await _unindex(service, deadline, key)
+        return
+    waiter = Waiter.from_record(record)
+    if waiter.deadline != deadline or await _answer(service, waiter, None) is False:
+        await _unindex(service, deadline, key)
 
 
 # --- wake-ups ----------------------------------------------------------------------------------
@@ -230,25 +295,31 @@ async def _arm(service: RelayService, deadline: int, now: int) -> None:
         await service.backend.wake_at(TIMER, deadline, now)
 
 
-async def _arm_entering(service: RelayService, upcoming: list[Waiter], now: int) -> None:
+async def _arm_entering(service: RelayService, now: int) -> None:
     """Send the wake-ups of deadlines beyond reach at their wait that are within it now, each
-    once: those after ``_ARMED``, which then moves to this pass's horizon. Concurrent passes
-    may send one twice (harmless); a wait registered while a pass lists, with a timeout a few
-    milliseconds over the reach, can be missed: the scheduler's pass answers it then."""
+    once: the index entries after ``_ARMED`` up to this pass's horizon, which ``_ARMED`` then
+    moves to (after the sends: a crash between repeats them, harmless; and only forward, by a
+    conditional write). Concurrent passes may send one twice (harmless); a wait registered
+    while a pass lists, with a timeout a few milliseconds over the reach, can be missed: the
+    scheduler's pass answers it then."""
     reach = service.backend.wake_reach
     if reach is None:
         return
     horizon = now + reach
-    late = {w.deadline for w in upcoming if w.deadline - w.created_at > reach}
-    entering = sorted(d for d in late if d <= horizon)
-    if not entering:
+    stored = await service.backend.get_setting(_ARMED)
+    armed = max(int(stored or 0), now)
+    if armed >= horizon:
         return
-    armed = int(await service.backend.get_setting(_ARMED) or 0)
-    due = [d for d in entering if d > armed]
-    for deadline in due:
+    entering = await service.backend.list_records(
+        DUE, start=_due_bound(armed + 1), stop=_due_bound(horizon + 1)
+    )
+    late = {int(e["deadline"]) for e in entering if e["deadline"] - e["createdAt"] > reach}
+    for deadline in sorted(late):
         await service.backend.wake_at(TIMER, deadline, now)
-    if due:
-        await service.backend.put_setting(_ARMED, str(horizon))
+    if entering:
+        await service.backend.put_setting(
+            _ARMED, str(horizon), if_absent=stored is None, replacing=stored
+        )
 
 
 # --- claiming and answering ---------------------------------------------------------------------
@@ -275,7 +346,12 @@ async def _going_on(service: RelayService, run_id: str) -> WorkflowRun | None:
 
 
 async def _claim(service: RelayService, waiter: Waiter) -> bool:
-    return await service.backend.delete_record(WAITER, waiter.key)
+    """Win the waiter (delete it), then drop its index entry (a crash between leaves the entry
+    stale: ``expire`` drops it when due)."""
+    if not await service.backend.delete_record(WAITER, waiter.key):
+        return False
+    await _unindex(service, waiter.deadline, waiter.key)
+    return True
 
 
 def _intent(waiter: Waiter, data: bytes | None, now: int, *, early: bool) -> outbox.Intent:
@@ -344,7 +420,10 @@ async def recover(service: RelayService, stale: list[outbox.Intent], now: int) -
         for other in others:
             await outbox.discard(service, other.key)
         db = service.backend
-        if await db.get_record(WAITER, key) is None or await db.delete_record(WAITER, key):
+        stored = await db.get_record(WAITER, key)
+        if stored is None or await db.delete_record(WAITER, key):
+            if stored is not None:
+                await _unindex(service, stored["deadline"], key)
             if chosen.key.startswith(_EARLY):  # its early event: taken now if it was not yet
                 event_id = key.split("\0", 1)[0]
                 await db.delete_record(EARLY_EVENT, _early_key(chosen.run_id, event_id))

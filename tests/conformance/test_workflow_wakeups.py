@@ -28,6 +28,7 @@ from relay.server import EmbeddedRelay
 from relay.service import RelayService
 from relay.signing import SigningKeys
 from relay.workflows import outbox, waiters
+from tests.conformance.test_workflow_deadline_index import counted, register
 from tests.conformance.test_workflow_runs import _batch, _init
 from tests.conformance.test_workflow_waiters import _last_entry, _wait
 from tests.conftest import Api, Received, Receiver, _boto_session, aws_backend
@@ -213,3 +214,39 @@ async def test_a_deadline_beyond_reach_is_armed_by_the_scheduler_once(
     [_, timed_out] = await functions.deliver_until(receiver, 2, "/wf")
     assert _last_entry(timed_out)["waitTimeout"] is True
     assert functions.queued() == 0
+
+
+@pytest.mark.parametrize("reach", [2], indirect=True)
+async def test_a_pass_reads_the_deadlines_entering_reach_not_every_waiter(
+    functions: Functions, api: Api, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of many waits beyond reach, a pass reads the index entries that came within reach since
+    the last arming (and the next deadline), sends their wake-ups once, and those answer them."""
+    url = await _start(functions, api, receiver, "wfr_r")
+    service = functions.service
+    for n in range(40):
+        await register(service, "wfr_r", f"later-{n}", "1h")
+    for n in range(2):
+        functions.clock.advance(1)  # two deadlines (one wake-up each)
+        await register(service, "wfr_r", f"soon-{n}", "3s", url)
+    await waiters.expire(service, functions.clock.now_ms())  # nothing within reach yet
+    assert functions.queued() == 0
+    counting = counted(service, monkeypatch)
+    functions.clock.advance(1500)
+    await waiters.expire(service, functions.clock.now_ms())
+    # Nothing due, the two deadlines entering reach, the next deadline.
+    assert counting.listed == [(waiters.DUE, 0), (waiters.DUE, 2), (waiters.DUE, 1)]
+    assert functions.queued() == 2
+    counting.listed.clear()
+    await waiters.expire(service, functions.clock.now_ms())  # armed already: not read again
+    assert counting.listed == [(waiters.DUE, 0), (waiters.DUE, 1)]
+    assert functions.queued() == 2
+    functions.clock.advance(1500)
+    await functions.deliver_until(receiver, 3, "/wf")
+    assert sum(e.get("waitTimeout") is True for e in await _entries(service, "wfr_r")) == 2
+    assert len(await service.backend.list_records(waiters.WAITER)) == 40
+
+
+async def _entries(service: RelayService, run_id: str) -> list[dict[str, Any]]:
+    bodies = [json.loads(e.body) for e in await service.backend.run_entries(run_id)]
+    return [b for b in bodies if isinstance(b, dict)]

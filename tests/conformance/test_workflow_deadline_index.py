@@ -1,0 +1,170 @@
+"""The waiters' deadline index (relay.workflows.waiters): ``expire`` reads the index entries
+that are due and the next one, not every waiter; waiters stored before the index are indexed
+once and still time out; a wait that crashed between its index entry and its waiter leaves
+nothing to answer and its entry is dropped. Real backends (SQLite, moto), counted through a thin
+wrapper that passes every call on."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from relay.backends.aws import AwsBackend
+from relay.backends.base import Backend
+from relay.backends.sqlite import SqliteBackend
+from relay.clock import ManualClock
+from relay.server import EmbeddedRelay
+from relay.service import RelayService
+from relay.workflows import outbox, waiters
+from tests.conformance.test_workflow_crash_windows import Crash, _results
+from tests.conformance.test_workflow_waiters import STEP, _last_entry, _start, _wait
+from tests.conftest import Api, Receiver
+
+
+class Counting:
+    """The backend under test, noting how many records each ``list_records`` call of a waiter
+    kind returned (the delivery worker's own listings, if any, are not the pass's)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.listed: list[tuple[str, int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def list_records(self, kind: str, prefix: str = "", **bounds: Any) -> Any:
+        records = await self.inner.list_records(kind, prefix, **bounds)
+        if kind in (waiters.WAITER, waiters.DUE):
+            self.listed.append((kind, len(records)))
+        return records
+
+
+def counted(service: RelayService, monkeypatch: pytest.MonkeyPatch) -> Counting:
+    """Route ``service``'s backend calls through a ``Counting`` wrapper for the test."""
+    counting = Counting(service.backend)
+    monkeypatch.setattr(service, "backend", counting)
+    return counting
+
+
+async def register(
+    service: RelayService, run_id: str, event_id: str, timeout: str, url: str = "http://x/wf"
+) -> None:
+    """A wait as ``POST /v2/wait/{eventId}`` makes it (the use case, without the HTTP hop)."""
+    headers = [("Upstash-Workflow-RunId", run_id), ("Upstash-Workflow-Url", url)]
+    body = {"url": url, "timeout": timeout, "step": STEP}
+    await waiters.wait(service, event_id, headers, orjson.dumps(body))
+
+
+async def forget_setting(backend: Backend, name: str) -> None:
+    """Make the store one written before a setting existed (no port call removes one)."""
+    if isinstance(backend, SqliteBackend):
+        sql = "DELETE FROM settings WHERE name = ?"
+        await backend._conn.run(lambda c: c.execute(sql, (name,)))
+    else:
+        assert isinstance(backend, AwsBackend)
+        key = {"pk": {"S": f"S#{name}"}, "sk": {"S": "S"}}
+        await backend._call(backend._db.delete_item, TableName=backend.table, Key=key)
+    assert await backend.get_setting(name) is None
+
+
+async def test_expire_reads_the_due_entries_and_the_next_not_every_waiter(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = await _start(api, receiver, relay, "wfr_many")
+    service = relay.service
+    for n in range(150):
+        await register(service, "wfr_many", f"later-{n}", "1h")
+    for n in range(3):
+        await _wait(api, url, "wfr_many", f"soon-{n}", timeout="1s")
+    await waiters.expire(service, clock.now_ms())  # indexes nothing more: every wait did
+    counting = counted(service, monkeypatch)
+    clock.advance(1000)
+    next_deadline = await waiters.expire(service, clock.now_ms())
+    # The three due entries, then the one next deadline; no waiter listing.
+    assert counting.listed == [(waiters.DUE, 3), (waiters.DUE, 1)]
+    assert next_deadline == clock.now_ms() - 1000 + 3_600_000
+    timed_out = await receiver.wait_for(4, "/wf")
+    assert len(timed_out) == 4 and len(await _results(service, "wfr_many", "waitTimeout")) == 3
+    counting.listed.clear()
+    assert await waiters.expire(service, clock.now_ms()) == next_deadline
+    assert counting.listed == [(waiters.DUE, 0), (waiters.DUE, 1)]
+    assert len(await service.backend.list_records(waiters.WAITER)) == 150
+
+
+async def test_waiters_stored_before_the_index_are_indexed_once_and_time_out(
+    api: Api, receiver: Receiver, relay: EmbeddedRelay, clock: ManualClock
+) -> None:
+    url = await _start(api, receiver, relay, "wfr_old")
+    await _wait(api, url, "wfr_old", "evt-old", timeout="5s")
+    backend = relay.service.backend
+    # As the previous version left it: the waiter, no index entry, no mark of an index built.
+    [entry] = await backend.list_records(waiters.DUE)
+    due_key = waiters.due_key(entry["deadline"], entry["key"])
+    assert await backend.delete_record(waiters.DUE, due_key)
+    await forget_setting(backend, "workflow_waiters_indexed")
+    clock.advance(5000)
+    now = clock.now_ms()
+    # Two passes at once both index it (the same entry); one of them answers it.
+    await asyncio.gather(waiters.expire(relay.service, now), waiters.expire(relay.service, now))
+    [_, timed_out] = await receiver.wait_for(2, "/wf")
+    assert _last_entry(timed_out)["waitTimeout"] is True
+    [result] = await _results(relay.service, "wfr_old", "waitTimeout")
+    assert result["waitTimeout"] is True and result["waitEventId"] == "evt-old"
+    assert await backend.list_records(waiters.DUE) == []
+    assert await backend.list_records(waiters.WAITER) == []
+    assert await backend.get_setting("workflow_waiters_indexed") is not None
+
+
+async def test_a_wait_that_crashed_before_its_waiter_leaves_a_stale_entry_dropped_later(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _start(api, receiver, relay, "wfr_x")
+    backend = relay.service.backend
+    put_record = backend.put_record
+
+    async def crash_at_the_waiter(kind: str, key: str, value: dict[str, Any]) -> None:
+        if kind == waiters.WAITER:
+            raise Crash
+        await put_record(kind, key, value)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(backend, "put_record", crash_at_the_waiter)
+        with pytest.raises(Crash):
+            await register(relay.service, "wfr_x", "evt-x", "1s")
+    [entry] = await backend.list_records(waiters.DUE)
+    assert await backend.list_records(waiters.WAITER) == []
+    clock.advance(1000)  # due, but young: it may be a wait storing its waiter now
+    await waiters.expire(relay.service, clock.now_ms())
+    assert await backend.list_records(waiters.DUE) == [entry]
+    clock.advance(outbox.GRACE)
+    assert await waiters.expire(relay.service, clock.now_ms()) is None
+    assert await backend.list_records(waiters.DUE) == []
+    assert await _results(relay.service, "wfr_x", "waitTimeout") == []
+    assert len(receiver.at("/wf")) == 1  # the run's start only
+    assert await backend.list_records(outbox.OUTBOX) == []
+
+
+async def test_a_deadline_past_the_index_digits_is_not_due_now(
+    api: Api, receiver: Receiver, relay: EmbeddedRelay, clock: ManualClock
+) -> None:
+    """A timeout so long its deadline needs more than 13 digits of ms still sorts last."""
+    await _start(api, receiver, relay, "wfr_far")
+    await register(relay.service, "wfr_far", "evt-far", "999999999999")  # seconds
+    await register(relay.service, "wfr_far", "evt-near", "1h")
+    far = clock.now_ms() + 999_999_999_999_000
+    assert await waiters.expire(relay.service, clock.now_ms()) == clock.now_ms() + 3_600_000
+    clock.advance(3_600_000)
+    assert await waiters.expire(relay.service, clock.now_ms()) == far
+    [waiter] = await relay.service.backend.list_records(waiters.WAITER)
+    assert waiter["eventId"] == "evt-far"
