@@ -127,6 +127,9 @@ def app_server(relay_port: int) -> Iterator[tuple[str, Recorder, HoldOnce]]:
         thread.join(10)
 
 
+FINAL = {"DELIVERED", "FAILED", "CANCELED"}
+
+
 def _unsettled(relay: RelayProcess, url: str) -> list[dict[str, Any]]:
     """The messages to ``url`` whose newest event is not a final state, as the API shows them."""
     auth = {"Authorization": f"Bearer {_dev('QSTASH_TOKEN')}"}
@@ -144,9 +147,6 @@ def _wait_until(what: str, ready: Callable[[], bool], timeout: float = 20) -> No
     while not ready():
         assert time.monotonic() < deadline, f"never: {what}"
         time.sleep(0.05)
-
-
-FINAL = {"DELIVERED", "FAILED", "CANCELED"}
 
 
 def _dev(name: str) -> str:
@@ -172,7 +172,7 @@ def test_sigkill_during_a_sleep_and_between_steps_loses_no_step(
 
         def sleeping() -> bool:
             pending = _unsettled(relay, f"{base}/wf")
-            return len(pending) == 1 and pending[0]["notBefore"] > time.time() * 1000
+            return len(pending) == 1 and (pending[0].get("notBefore") or 0) > time.time() * 1000
 
         # Step a stored, its delivery settled, the 2 s sleep submitted: the run sleeps.
         _wait_until("the run sleeps, nothing else under way", sleeping)
