@@ -131,6 +131,10 @@ class _Connection:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._current_sync = ""
+        # Guards the queue's end: no operation is queued behind the stop sentinel, where no one
+        # would serve it and its caller would wait forever.
+        self._closing = False
+        self._closing_lock = threading.Lock()
 
     def start(self) -> None:
         self._thread.start()
@@ -139,16 +143,19 @@ class _Connection:
             raise self._error
 
     def stop(self) -> None:
-        self._queue.put(None)
+        with self._closing_lock:
+            self._closing = True
+            self._queue.put(None)
         self._thread.join()
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
-        if not self._thread.is_alive():
-            # Queued to no one, the operation would wait forever.
-            raise sqlite3.ProgrammingError(f"the database {self._path} is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, future, loop, durable))
+        with self._closing_lock:
+            if self._closing or not self._thread.is_alive():
+                # Queued to no one, the operation would wait forever.
+                raise sqlite3.ProgrammingError(f"the database {self._path} is closed")
+            self._queue.put((fn, future, loop, durable))
         return await future
 
     def _serve(self) -> None:

@@ -1,6 +1,11 @@
-"""The real ``relay`` command (``python -m relay …`` in a subprocess) against a real ``relay
-dev`` process: every remote command group in both output modes, and the exit codes a script
-relies on (0 ok, 1 API error, 2 usage, 3 auth, 4 unreachable)."""
+"""The real ``relay`` command against a real ``relay dev`` process, over real HTTP: every remote
+command group in both output modes, and the exit codes a script relies on (0 ok, 1 API error,
+2 usage, 3 auth, 4 unreachable).
+
+Most cases run the command in-process through click's ``CliRunner`` (a subprocess spends about a
+second importing before it does anything). What only a process shows runs as one: the installed
+``relay`` entry point, the exit codes and stdout/stderr streams a shell sees (``python -m
+relay``), and the live tail of ``logs --follow`` until SIGTERM."""
 
 from __future__ import annotations
 
@@ -18,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
+from relay.cli import main
 from tests.e2e.process import RelayProcess, free_port
 
 pytestmark = pytest.mark.slow
@@ -66,17 +73,31 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
 
 
 class Cli:
-    """Runs ``python -m relay`` with QSTASH_URL and QSTASH_TOKEN of the relay under test."""
+    """Runs the ``relay`` command with QSTASH_URL and QSTASH_TOKEN of the relay under test:
+    in-process through click's ``CliRunner`` (calling it), or as ``python -m relay`` in a
+    subprocess (``process``)."""
 
     def __init__(self, relay: RelayProcess) -> None:
-        self.env = {
-            **os.environ,
+        self.settings = {
             "QSTASH_URL": relay.url,
             "QSTASH_TOKEN": relay.env["QSTASH_TOKEN"],
             "COLUMNS": "200",
         }
+        self.env = {**os.environ, **self.settings}
 
-    def __call__(
+    def __call__(self, *args: str, code: int = 0, stdin: str | None = None, **env: str) -> Result:
+        done = CliRunner().invoke(
+            main,
+            list(args),
+            input=stdin if stdin is not None else "",
+            env={**self.settings, **env},
+            prog_name="relay",
+            catch_exceptions=False,
+        )
+        assert done.exit_code == code, (args, done.exit_code, done.stdout, done.stderr)
+        return done
+
+    def process(
         self, *args: str, code: int = 0, stdin: str | None = None, **env: str
     ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -109,7 +130,14 @@ def cli(relay: RelayProcess) -> Cli:
 
 
 def test_help_documents_the_exit_codes(cli: Cli) -> None:
-    out = cli("--help").stdout
+    """Through the installed ``relay`` entry point, as a user runs it."""
+    entry_point = Path(sys.executable).with_name("relay")
+    assert entry_point.exists(), f"{entry_point} is missing: `pip install -e .` installs it"
+    done = subprocess.run(
+        [str(entry_point), "--help"], capture_output=True, text=True, env=cli.env, timeout=60
+    )
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    out = done.stdout
     assert "Exit codes:" in out
     for line in ("0  success", "1  the relay answered", "2  usage", "3  authentication"):
         assert line in out
@@ -199,20 +227,23 @@ def test_publish_bodies_not_before_and_deduplication(
 
 
 def test_errors_have_their_exit_codes_in_both_modes(cli: Cli, relay: RelayProcess) -> None:
-    missing = cli("messages", "get", "msg_unknown", code=1)
+    """Each exit code once from a real process, as a shell sees it (with what lands on stdout
+    and on stderr); the other cases in-process."""
+    missing = cli.process("messages", "get", "msg_unknown", code=1)
     assert "error (404)" in missing.stderr and missing.stdout == ""
-    as_json = cli("messages", "get", "msg_unknown", "--json", code=1)
+    as_json = cli.process("messages", "get", "msg_unknown", "--json", code=1)
     assert json.loads(as_json.stderr) == {"error": "message msg_unknown not found", "status": 404}
+    assert as_json.stdout == ""
     cli("dlq", "get", "nope", code=1)
     cli("url-groups", "get", "nope", code=1)
 
-    denied = cli("logs", code=3, QSTASH_TOKEN="wrong")
+    denied = cli.process("logs", code=3, QSTASH_TOKEN="wrong")
     assert "invalid token" in denied.stderr
     assert json.loads(cli("logs", "--json", "--token", "wrong", code=3).stderr)["status"] == 401
     cli("keys", "get", code=3, QSTASH_TOKEN="wrong")
 
-    cli("logs", "--url", f"http://127.0.0.1:{free_port()}", code=4)
-    cli("logs", "--count", "0", code=2)
+    cli.process("logs", "--url", f"http://127.0.0.1:{free_port()}", code=4)
+    cli.process("logs", "--count", "0", code=2)
     cli("dlq", "retry", code=2)  # neither ids nor --all
 
 

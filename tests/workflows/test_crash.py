@@ -8,10 +8,11 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -126,6 +127,28 @@ def app_server(relay_port: int) -> Iterator[tuple[str, Recorder, HoldOnce]]:
         thread.join(10)
 
 
+FINAL = {"DELIVERED", "FAILED", "CANCELED"}
+
+
+def _unsettled(relay: RelayProcess, url: str) -> list[dict[str, Any]]:
+    """The messages to ``url`` whose newest event is not a final state, as the API shows them."""
+    auth = {"Authorization": f"Bearer {_dev('QSTASH_TOKEN')}"}
+    with httpx.Client(base_url=relay.url, headers=auth, timeout=10) as http:
+        events = http.get("/v2/events", params={"url": url, "count": 1000}).json()["events"]
+        newest: dict[str, str] = {}
+        for event in events:  # newest first
+            newest.setdefault(event["messageId"], event["state"])
+        pending = [m for m, state in newest.items() if state not in FINAL]
+        return [http.get(f"/v2/messages/{m}").json() for m in pending]
+
+
+def _wait_until(what: str, ready: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.05)
+
+
 def _dev(name: str) -> str:
     from relay import protocol as p
 
@@ -146,13 +169,25 @@ def test_sigkill_during_a_sleep_and_between_steps_loses_no_step(
             url=f"{base}/wf", body={"n": 1}, retries=3
         )
         recorder.wait_for("a")
-        time.sleep(0.5)  # step a stored, the 2 s sleep submitted: the run sleeps
+
+        def sleeping() -> bool:
+            pending = _unsettled(relay, f"{base}/wf")
+            return len(pending) == 1 and (pending[0].get("notBefore") or 0) > time.time() * 1000
+
+        # Step a stored, its delivery settled, the 2 s sleep submitted: the run sleeps.
+        _wait_until("the run sleeps, nothing else under way", sleeping)
         relay.kill()
         relay.stop()
         relay = RelayProcess(db, port=relay_port).start()
 
         assert held.holding.wait(20), "the delivery after step b never came"
-        relay.kill()  # step b is stored; the delivery that runs c is in flight
+        # Step b is stored and the delivery that ran it settled (else it is delivered again
+        # after the restart and runs b once more: a kill in another window than this one's);
+        # the delivery that runs c is in flight.
+        _wait_until(
+            "only the held delivery under way", lambda: len(_unsettled(relay, f"{base}/wf")) == 1
+        )
+        relay.kill()
         relay.stop()
         held.release.set()
         relay = RelayProcess(db, port=relay_port).start()

@@ -7,6 +7,7 @@ same scenario runs against every relay listed there."""
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -63,8 +64,12 @@ def test_run_sleep_call_run(app: App, target: Target, request: pytest.FixtureReq
     assert last["body"]["echoed"] == {"r1": {"doubled": 42}}
     # The trigger's header reaches the steps through the sleep and the call.
     assert first["trace"] == last["trace"] == trace
-    # The run is over: the lazy fetch of its entries answers 404.
-    assert _status(target, "GET", f"/v2/workflows/runs/{run_id}") == 404
+    # The run is over: the lazy fetch of its entries answers 404. The SDK ends the run (DELETE)
+    # after the workflow function returned, so a moment after "end" was recorded.
+    deadline = time.monotonic() + 15
+    while (status := _status(target, "GET", f"/v2/workflows/runs/{run_id}")) != 404:
+        assert time.monotonic() < deadline, f"the run never ended: {status}"
+        time.sleep(0.05)
 
 
 def test_failure_function(app: App, target: Target, request: pytest.FixtureRequest) -> None:
