@@ -14,7 +14,6 @@ pass re-publishes an intent only after it ``claim``s it (a conditional setting, 
 from __future__ import annotations
 
 import base64
-import itertools
 import logging
 import uuid
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from relay.service import PublishRequest, RelayService
 log = logging.getLogger("relay.workflows.outbox")
 
 OUTBOX = "workflow_outbox"
-CLAIM = "workflow_outbox_claim"  # settings: <CLAIM>\0<intent key>\0<generation> = owner until
+CLAIM = "workflow_outbox_claim"  # settings: <CLAIM>\0<intent key> = "<owner> <until ms>"
 GRACE = 60_000  # ms an intent is left to the request that stored it
 
 
@@ -99,19 +98,16 @@ async def deliver(service: RelayService, intent: Intent, *, again: bool = False)
 
 async def claim(service: RelayService, key: str, now: int) -> bool:
     """Take intent ``key`` for one recovery pass: of passes that try at once, one gets True.
-    A claim is held for ``GRACE`` ms; past that (its pass crashed) the next pass takes the next
-    generation's setting, stored only if absent, so two takeovers cannot both win either. A
-    claim's setting stays behind (one small item per recovered intent: crashes only)."""
-    mine = f"{uuid.uuid4().hex} {now + GRACE}"
-    for generation in itertools.count():
-        held = await service.backend.put_setting(
-            f"{CLAIM}\0{key}\0{generation}", mine, if_absent=True
-        )
-        if held == mine:
-            return True
+    A claim is held for ``GRACE`` ms; past that (its pass crashed) a pass takes it over with a
+    compare-and-set on the expired claim, so two takeovers cannot both win either. A claim's
+    setting stays behind (one small item per recovered intent: crashes only)."""
+    name, mine = f"{CLAIM}\0{key}", f"{uuid.uuid4().hex} {now + GRACE}"
+    held = await service.backend.put_setting(name, mine, if_absent=True)
+    while held != mine:
         if int(held.split()[1]) > now:
             return False  # another pass holds it
-    raise AssertionError("unreachable")
+        held = await service.backend.put_setting(name, mine, replacing=held)
+    return True
 
 
 async def stored(service: RelayService) -> list[Intent]:
