@@ -19,7 +19,9 @@ claim drops it after deleting the waiter, so a crash between leaves an entry wit
 (or with another deadline): stale, dropped by ``expire`` when due (and ``outbox.GRACE`` old,
 lest it be a wait still storing its waiter). Waiters stored before the index existed are
 indexed once, by the first pass that finds the setting ``_INDEXED`` absent (overlapping passes
-put the same entries).
+put the same entries). A *run index* entry (kind ``OF_RUN``: the run id, then the deadline
+index key) is written and dropped with each deadline entry, so that a run's end (``drop_run``)
+finds its own waiters by key prefix, as it finds its early events (keyed by run first).
 The embedded ticker runs ``expire`` and sleeps until the next deadline. A backend that brings
 wake-ups (``wake_reach``: AWS, by SQS delay, up to 15 minutes ahead) gets one per deadline, the
 delivery runtime runs ``expire`` when it comes, so a timeout fires within about a second there
@@ -58,6 +60,7 @@ _EARLY = f"{_INTENT}early-"
 TIMER = WAITER  # the wake-up's name: the delivery runtime runs ``expire`` for it
 _ARMED = "workflow_waiters_armed"  # setting: passes sent the wake-ups of deadlines up to it (ms)
 DUE = "workflow_waiter_due"  # the deadline index: an entry per waiter, keys in deadline order
+OF_RUN = "workflow_waiter_of_run"  # the run index: an entry per waiter, <run id>\0<its due_key>
 _INDEXED = "workflow_waiters_indexed"  # setting: the waiters stored before the index have entries
 _LAST_DUE = 10**13 - 1  # ms: the last deadline the index keys tell apart
 
@@ -235,27 +238,42 @@ async def expire(service: RelayService, now: int) -> int | None:
 
 
 async def drop_run(service: RelayService, run_id: str) -> None:
-    """Forget the waiters and early events of a run that ended (cancelled, failed)."""
-    for record in await service.backend.list_records(WAITER):
-        if record["runId"] == run_id:
-            waiter = Waiter.from_record(record)
-            if await service.backend.delete_record(WAITER, waiter.key):
-                await _unindex(service, waiter.deadline, waiter.key)
-    for record in await service.backend.list_records(EARLY_EVENT):
-        if record["runId"] == run_id:
-            await service.backend.delete_record(EARLY_EVENT, _early_key(run_id, record["eventId"]))
+    """Forget the waiters and early events of a run that ended: those of this run only, found
+    by key prefix (the run index; early events are keyed by run), not every one stored."""
+    db = service.backend
+    for entry in await db.list_records(OF_RUN, f"{run_id}\0"):
+        await db.delete_record(WAITER, entry["key"])
+        await _unindex(service, run_id, int(entry["deadline"]), str(entry["key"]))
+    for record in await db.list_records(EARLY_EVENT, f"{run_id}\0"):
+        await db.delete_record(EARLY_EVENT, _early_key(run_id, record["eventId"]))
 
 
 # --- the deadline index -------------------------------------------------------------------------
 
 
 async def _index(service: RelayService, waiter: Waiter) -> None:
-    entry = {"key": waiter.key, "deadline": waiter.deadline, "createdAt": waiter.created_at}
+    """The waiter's entries in the deadline index and the run index (before the waiter)."""
+    entry = {
+        "key": waiter.key,
+        "runId": waiter.run_id,
+        "deadline": waiter.deadline,
+        "createdAt": waiter.created_at,
+    }
     await service.backend.put_record(DUE, due_key(waiter.deadline, waiter.key), entry)
+    await service.backend.put_record(
+        OF_RUN, _of_run_key(waiter.run_id, waiter.deadline, waiter.key), entry
+    )
 
 
-async def _unindex(service: RelayService, deadline: int, key: str) -> None:
+async def _unindex(service: RelayService, run_id: str, deadline: int, key: str) -> None:
     await service.backend.delete_record(DUE, due_key(deadline, key))
+    await service.backend.delete_record(OF_RUN, _of_run_key(run_id, deadline, key))
+
+
+def _of_run_key(run_id: str, deadline: int, key: str) -> str:
+    """A waiter's run index key: per deadline too, as its deadline index entry (a wait stored
+    again with another deadline has entries of its own; the stale ones go as those do)."""
+    return f"{run_id}\0{due_key(deadline, key)}"
 
 
 async def _index_stored(service: RelayService) -> None:
@@ -278,11 +296,11 @@ async def _expire_entry(service: RelayService, entry: dict[str, Any], now: int) 
     record = await service.backend.get_record(WAITER, key)
     if record is None:
         if int(entry["createdAt"]) + outbox.GRACE <= now:
-            await _unindex(service, deadline, key)
+            await _unindex(service, str(entry["runId"]), deadline, key)
         return
     waiter = Waiter.from_record(record)
     if waiter.deadline != deadline or await _answer(service, waiter, None) is False:
-        await _unindex(service, deadline, key)
+        await _unindex(service, waiter.run_id, deadline, key)
 
 
 # --- wake-ups ----------------------------------------------------------------------------------
@@ -350,7 +368,7 @@ async def _claim(service: RelayService, waiter: Waiter) -> bool:
     stale: ``expire`` drops it when due)."""
     if not await service.backend.delete_record(WAITER, waiter.key):
         return False
-    await _unindex(service, waiter.deadline, waiter.key)
+    await _unindex(service, waiter.run_id, waiter.deadline, waiter.key)
     return True
 
 
@@ -423,7 +441,7 @@ async def recover(service: RelayService, stale: list[outbox.Intent], now: int) -
         stored = await db.get_record(WAITER, key)
         if stored is None or await db.delete_record(WAITER, key):
             if stored is not None:
-                await _unindex(service, stored["deadline"], key)
+                await _unindex(service, chosen.run_id, stored["deadline"], key)
             if chosen.key.startswith(_EARLY):  # its early event: taken now if it was not yet
                 event_id = key.split("\0", 1)[0]
                 await db.delete_record(EARLY_EVENT, _early_key(chosen.run_id, event_id))

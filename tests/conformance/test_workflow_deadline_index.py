@@ -37,7 +37,7 @@ class Counting:
 
     async def list_records(self, kind: str, prefix: str = "", **bounds: Any) -> Any:
         records = await self.inner.list_records(kind, prefix, **bounds)
-        if kind in (waiters.WAITER, waiters.DUE):
+        if kind in (waiters.WAITER, waiters.DUE, waiters.OF_RUN, waiters.EARLY_EVENT):
             self.listed.append((kind, len(records)))
         return records
 
@@ -108,6 +108,7 @@ async def test_waiters_stored_before_the_index_are_indexed_once_and_time_out(
     [entry] = await backend.list_records(waiters.DUE)
     due_key = waiters.due_key(entry["deadline"], entry["key"])
     assert await backend.delete_record(waiters.DUE, due_key)
+    assert await backend.delete_record(waiters.OF_RUN, f"wfr_old\0{due_key}")
     await forget_setting(backend, "workflow_waiters_indexed")
     clock.advance(5000)
     now = clock.now_ms()
@@ -118,6 +119,7 @@ async def test_waiters_stored_before_the_index_are_indexed_once_and_time_out(
     [result] = await _results(relay.service, "wfr_old", "waitTimeout")
     assert result["waitTimeout"] is True and result["waitEventId"] == "evt-old"
     assert await backend.list_records(waiters.DUE) == []
+    assert await backend.list_records(waiters.OF_RUN) == []
     assert await backend.list_records(waiters.WAITER) == []
     assert await backend.get_setting("workflow_waiters_indexed") is not None
 
@@ -168,3 +170,27 @@ async def test_a_deadline_past_the_index_digits_is_not_due_now(
     assert await waiters.expire(relay.service, clock.now_ms()) == far
     [waiter] = await relay.service.backend.list_records(waiters.WAITER)
     assert waiter["eventId"] == "evt-far"
+
+
+async def test_a_run_that_ends_forgets_its_waiters_reading_only_its_own(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _start(api, receiver, relay, "wfr_stays")
+    await _start(api, receiver, relay, "wfr_ends")
+    service = relay.service
+    for n in range(40):
+        await register(service, "wfr_stays", f"other-{n}", "1h")
+    for n in range(2):
+        await register(service, "wfr_ends", f"mine-{n}", "1h")
+    counting = counted(service, monkeypatch)
+    assert (await api.call("DELETE", "/v2/workflows/runs/wfr_ends"))[0] == 200
+    # The run's own index entries and early events, by key prefix; no listing of every waiter.
+    assert counting.listed == [(waiters.OF_RUN, 2), (waiters.EARLY_EVENT, 0)]
+    left = await service.backend.list_records(waiters.WAITER)
+    assert len(left) == 40 and {r["runId"] for r in left} == {"wfr_stays"}
+    assert len(await service.backend.list_records(waiters.DUE)) == 40
+    assert len(await service.backend.list_records(waiters.OF_RUN)) == 40
