@@ -15,13 +15,14 @@ from relay.service import RelayService
 
 log = logging.getLogger("relay.retention")
 
+PASS = "retention"  # its name in RelayService.passes_due
 EVERY_MS = 3_600_000  # how often a process purges
 BUDGET_SECONDS = 5.0  # the most one tick spends purging
 
 
 async def purge_due(service: RelayService, now: int) -> int:
     """Purge if an hour passed since this process last finished a purge; how many went."""
-    if now < service.next_purge:
+    if now < service.passes_due.get(PASS, 0):
         return 0
     before = now - service.settings.retention_days * 86_400_000
     deadline = time.monotonic() + BUDGET_SECONDS
@@ -30,7 +31,7 @@ async def purge_due(service: RelayService, now: int) -> int:
         total += gone
         if time.monotonic() > deadline:
             return total  # the rest on the next tick
-    service.next_purge = now + EVERY_MS
+    service.passes_due[PASS] = now + EVERY_MS
     if total:
         log.info("purged %d finished messages, runs, DLQ entries and dedup ids", total)
     return total

@@ -136,7 +136,9 @@ class RelayService:
         self.ids = ids or Ids()
         self.allow_private = allow_private
         self.metrics = metrics or Metrics()
-        self.next_purge = 0  # ms: when relay.retention purges next in this process
+        # ms: when each periodic pass of this process (relay.retention's purge, the recovery
+        # pass's look for unreported invoked runs) is next due; absent: at once.
+        self.passes_due: dict[str, int] = {}
         self._listeners: list[Callable[[], None]] = []
 
     def notify_listeners(self) -> None:

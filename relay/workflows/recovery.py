@@ -15,6 +15,8 @@ from __future__ import annotations
 from relay.service import RelayService
 from relay.workflows import invoke, outbox, runs, waiters
 
+UNREPORTED = "workflow-unreported"  # its name in RelayService.passes_due
+
 
 async def recover(service: RelayService, now: int) -> int | None:
     """Run the pass at ``now`` (ms); when the next intent left becomes stale, for a ticker
@@ -25,7 +27,11 @@ async def recover(service: RelayService, now: int) -> int | None:
     for intent in stale:
         if intent.key.startswith(invoke.INTENT) and await outbox.claim(service, intent.key, now):
             await outbox.deliver(service, intent, again=True)
-    for run in await invoke.unreported(service, now):
-        await runs.ended(service, run)
+    if now >= service.passes_due.get(UNREPORTED, 0):
+        # Reads every invoked run still pending (a look-up each): once a grace period is enough
+        # for what only a crash leaves behind, not on every tick.
+        service.passes_due[UNREPORTED] = now + outbox.GRACE
+        for run in await invoke.unreported(service, now):
+            await runs.ended(service, run)
     waiting = [i.created_at + outbox.GRACE for i in intents if i.created_at + outbox.GRACE > now]
     return min(waiting, default=None)
