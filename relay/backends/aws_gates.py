@@ -335,20 +335,14 @@ class Gates:
     async def attend(self, now: int) -> int:
         """The ticker: an admission pass for every gate marked for attention by ``now``."""
         marked: list[str] = []
-        start: Item | None = None
-        while True:
-            answer = await self._b._call(
-                self._b._db.query,
-                TableName=self._b.table,
-                IndexName="by-time",
-                KeyConditionExpression="gp = :a AND gs <= :now",
-                ExpressionAttributeValues={":a": {"S": ATTENTION}, ":now": _time(now)},
-                **({"ExclusiveStartKey": start} if start else {}),
-            )
-            marked += [item["pk"]["S"] for item in answer.get("Items", [])]
-            start = answer.get("LastEvaluatedKey")
-            if not start:
-                break
+        async for items in self._b._pages(
+            self._b._db.query,
+            TableName=self._b.table,
+            IndexName="by-time",
+            KeyConditionExpression="gp = :a AND gs <= :now",
+            ExpressionAttributeValues={":a": {"S": ATTENTION}, ":now": _time(now)},
+        ):
+            marked += [item["pk"]["S"] for item in items]
         await self.admit(marked, now)
         return len(marked)
 
@@ -666,25 +660,15 @@ class Gates:
         raise RuntimeError(f"flow-control key {key!r} kept changing under concurrent writers")
 
     async def _count(self, pk: str, low: str, high: str) -> int:
-        total, start = 0, None
-        while True:
-            answer = await self._b._call(
-                self._b._db.query,
-                TableName=self._b.table,
-                KeyConditionExpression="pk = :pk AND sk BETWEEN :low AND :high",
-                ExpressionAttributeValues={
-                    ":pk": {"S": pk},
-                    ":low": {"S": low},
-                    ":high": {"S": high},
-                },
-                Select="COUNT",
-                ConsistentRead=True,
-                **({"ExclusiveStartKey": start} if start else {}),
-            )
-            total += int(answer.get("Count", 0))
-            start = answer.get("LastEvaluatedKey")
-            if not start:
-                return total
+        answers = self._b._answers(
+            self._b._db.query,
+            TableName=self._b.table,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :low AND :high",
+            ExpressionAttributeValues={":pk": {"S": pk}, ":low": {"S": low}, ":high": {"S": high}},
+            Select="COUNT",
+            ConsistentRead=True,
+        )
+        return sum([int(answer.get("Count", 0)) async for answer in answers])
 
 
 # --- helpers ------------------------------------------------------------------------------------
