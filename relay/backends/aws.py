@@ -1863,15 +1863,10 @@ _DIGITS = re.compile(r"\d{36}")
 def _record_range(
     kind: str, prefix: str, start: str | None, stop: str | None
 ) -> dict[str, Any] | None:
-    """The Query key condition of ``list_records``: ``begins_with`` for a prefix alone, else the
-    range ``[low, high)`` as ``>=`` / ``<`` / ``BETWEEN`` (one condition on sk is all a Query
-    takes; BETWEEN's inclusive upper bound is dropped by the caller). None: an empty range."""
+    """The Query key condition of ``list_records``: the range ``[low, high)`` of key_range as
+    ``>=`` / ``<`` / ``BETWEEN`` (one condition on sk is all a Query takes; BETWEEN's inclusive
+    upper bound is dropped by the caller). None: an empty range."""
     values = {":pk": _s(f"R#{kind}")}
-    if start is None and stop is None:
-        if prefix:
-            values[":prefix"] = _s(prefix)
-        sk = " AND begins_with(sk, :prefix)" if prefix else ""
-        return {"KeyConditionExpression": f"pk = :pk{sk}", "ExpressionAttributeValues": values}
     low, high = key_range(prefix, start, stop)
     if high is not None and low >= high:
         return None

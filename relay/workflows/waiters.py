@@ -63,6 +63,7 @@ DUE = "workflow_waiter_due"  # the deadline index: an entry per waiter, keys in 
 OF_RUN = "workflow_waiter_of_run"  # the run index: an entry per waiter, <run id>\0<its due_key>
 _INDEXED = "workflow_waiters_indexed"  # setting: the waiters stored before the index have entries
 _LAST_DUE = 10**13 - 1  # ms: the last deadline the index keys tell apart
+_NEVER = 2**63 - 1  # ms: a pass of RelayService.passes_due not due again
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,12 +280,15 @@ def _of_run_key(run_id: str, deadline: int, key: str) -> str:
 async def _index_stored(service: RelayService) -> None:
     """Once: index the waiters stored before the index existed (they hold no entry). Passes
     that overlap index them alike (puts of the same entries); an entry whose waiter was
-    answered meanwhile is dropped as stale when due."""
-    if await service.backend.get_setting(_INDEXED) is not None:
+    answered meanwhile is dropped as stale when due. Once a process saw it done, it does not
+    read the setting again (``passes_due``: never due again)."""
+    if _INDEXED in service.passes_due:
         return
-    for record in await service.backend.list_records(WAITER):
-        await _index(service, Waiter.from_record(record))
-    await service.backend.put_setting(_INDEXED, "1", if_absent=True)
+    if await service.backend.get_setting(_INDEXED) is None:
+        for record in await service.backend.list_records(WAITER):
+            await _index(service, Waiter.from_record(record))
+        await service.backend.put_setting(_INDEXED, "1", if_absent=True)
+    service.passes_due[_INDEXED] = _NEVER
 
 
 async def _expire_entry(service: RelayService, entry: dict[str, Any], now: int) -> None:

@@ -17,6 +17,7 @@ from relay.console import pages
 from relay.models import MessageQuery, MessageState
 from relay.server import EmbeddedRelay
 from relay.workflows.model import RunState
+from tests.conformance.test_workflow_log_details import start_failing_run
 from tests.conformance.test_workflow_runs import _batch, _init, _step
 from tests.conftest import Api, Receiver
 from tests.console.test_http import call, log_in
@@ -184,14 +185,7 @@ async def test_workflow_run_page_shows_its_steps(
 async def test_the_next_step_shows_its_errors(
     relay: EmbeddedRelay, api: Api, receiver: Receiver
 ) -> None:
-    failing = web.Response(
-        status=500,
-        text='{"error":"Error","message":"boom"}',
-        headers={"Upstash-Error-Step-Name": "charge"},
-    )
-    receiver.respond("/wf", lambda r: failing)
-    await _batch(api, _init(receiver.url("/wf"), "wfr_f", "{}"))
-    await receiver.wait_for(1, "/wf")
+    await start_failing_run(api, receiver, "wfr_f")
     cookie, _ = await log_in(relay)
     for _ in range(50):
         page = await call(relay, "GET", "/console/workflows/wfr_f", cookie=cookie)

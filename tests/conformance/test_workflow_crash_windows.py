@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -29,6 +30,16 @@ class Crash(Exception):
 
 def _crash(*args: Any, **kwargs: Any) -> Any:
     raise Crash
+
+
+async def _dying(
+    patch: pytest.MonkeyPatch, target: object, name: str, call: Awaitable[object]
+) -> None:
+    """Await ``call`` with ``target.name`` replaced by a crash: the process dies there."""
+    with patch.context() as crashing:
+        crashing.setattr(target, name, _crash)
+        with pytest.raises(Crash):
+            await call
 
 
 async def _results(service: RelayService, run_id: str, field: str) -> list[dict[str, Any]]:
@@ -55,10 +66,8 @@ async def test_a_timeout_claimed_before_a_crash_is_published_by_recovery(
     url = await _start(api, receiver, relay, "wfr_c")
     await _wait(api, url, "wfr_c", "evt", timeout="1s")
     clock.advance(1000)
-    with monkeypatch.context() as patch:
-        patch.setattr(outbox, stage, _crash)  # after the claim / after the publish
-        with pytest.raises(Crash):
-            await waiters.expire(relay.service, clock.now_ms())
+    # After the claim / after the publish:
+    await _dying(monkeypatch, outbox, stage, waiters.expire(relay.service, clock.now_ms()))
     assert await waiters.waiters_of(relay.service, "evt") == []  # claimed
     published = len(await _results(relay.service, "wfr_c", "waitTimeout"))
     assert published == (0 if stage == "deliver" else 1)
@@ -77,10 +86,7 @@ async def test_a_notify_claimed_before_a_crash_is_published_by_recovery(
 ) -> None:
     url = await _start(api, receiver, relay, "wfr_n")
     await _wait(api, url, "wfr_n", "evt", timeout="1h")
-    with monkeypatch.context() as patch:
-        patch.setattr(outbox, "deliver", _crash)
-        with pytest.raises(Crash):
-            await waiters.notify(relay.service, "evt", b"data")
+    await _dying(monkeypatch, outbox, "deliver", waiters.notify(relay.service, "evt", b"data"))
     await _recover(relay, clock)
     [result] = await _results(relay.service, "wfr_n", "waitTimeout")
     assert result["waitTimeout"] is False and result["out"] == "ZGF0YQ=="  # b64 "data"
@@ -96,10 +102,7 @@ async def test_an_intent_stored_before_its_claim_is_claimed_by_recovery(
     """A crash between storing the intent and claiming the waiter: recovery claims it."""
     url = await _start(api, receiver, relay, "wfr_i")
     await _wait(api, url, "wfr_i", "evt", timeout="1h")
-    with monkeypatch.context() as patch:
-        patch.setattr(waiters, "_claim", _crash)
-        with pytest.raises(Crash):
-            await waiters.notify(relay.service, "evt", b"x")
+    await _dying(monkeypatch, waiters, "_claim", waiters.notify(relay.service, "evt", b"x"))
     assert len(await waiters.waiters_of(relay.service, "evt")) == 1
     await _recover(relay, clock)
     assert await waiters.waiters_of(relay.service, "evt") == []
@@ -142,13 +145,11 @@ async def test_a_child_run_that_ended_before_a_crash_reports_to_its_parent(
     window: str,
 ) -> None:
     await _invoke(api, receiver, relay)
-    with monkeypatch.context() as patch:
-        if window == "before-report":  # the run's end stored, nothing after it done
-            patch.setattr(runs, "ended", _crash)
-        else:  # the pending result claimed, not published
-            patch.setattr(outbox, "deliver", _crash)
-        with pytest.raises(Crash):
-            await runs.end(relay.service, "wfr_child", cancel=False, response='"ok"')
+    # Before the report: the run's end stored, nothing after it done; else the pending result
+    # claimed, not published.
+    target, name = (runs, "ended") if window == "before-report" else (outbox, "deliver")
+    end = runs.end(relay.service, "wfr_child", cancel=False, response='"ok"')
+    await _dying(monkeypatch, target, name, end)
     assert await _results(relay.service, "wfr_parent", "invokedWorkflowRunId") == []
     await _recover(relay, clock)
     [result] = await _results(relay.service, "wfr_parent", "invokedWorkflowRunId")
@@ -193,18 +194,15 @@ async def _stale(
 ) -> tuple[str, str]:
     """A result claimed, then a crash before its publish, ``outbox.GRACE`` ago: the run, and the
     field its result entry carries."""
-    with patch.context() as crash:
-        crash.setattr(outbox, "deliver", _crash)
-        if kind == "wait":
-            url = await _start(api, receiver, relay, "wfr_o")
-            await _wait(api, url, "wfr_o", "evt", timeout="1s")
-            clock.advance(1000)
-            with pytest.raises(Crash):
-                await waiters.expire(relay.service, clock.now_ms())
-        else:
-            await _invoke(api, receiver, relay)
-            with pytest.raises(Crash):
-                await runs.end(relay.service, "wfr_child", cancel=False, response='"ok"')
+    if kind == "wait":
+        url = await _start(api, receiver, relay, "wfr_o")
+        await _wait(api, url, "wfr_o", "evt", timeout="1s")
+        clock.advance(1000)
+        await _dying(patch, outbox, "deliver", waiters.expire(relay.service, clock.now_ms()))
+    else:
+        await _invoke(api, receiver, relay)
+        end = runs.end(relay.service, "wfr_child", cancel=False, response='"ok"')
+        await _dying(patch, outbox, "deliver", end)
     clock.advance(outbox.GRACE)
     if kind == "wait":
         return "wfr_o", "waitTimeout"
@@ -238,10 +236,8 @@ async def test_a_pass_that_crashed_holding_a_claim_leaves_the_result_to_a_later_
 ) -> None:
     """Its claim blocks other passes for ``outbox.GRACE``, then the next pass takes it over."""
     await _stale("wait", api, receiver, relay, clock, monkeypatch)
-    with monkeypatch.context() as patch:
-        patch.setattr(outbox, "deliver", _crash)  # the pass dies after its claim
-        with pytest.raises(Crash):
-            await recovery.recover(relay.service, clock.now_ms())
+    # The pass dies after its claim:
+    await _dying(monkeypatch, outbox, "deliver", recovery.recover(relay.service, clock.now_ms()))
     clock.advance(outbox.GRACE - 1)
     await recovery.recover(relay.service, clock.now_ms())  # the claim still holds
     assert await _results(relay.service, "wfr_o", "waitTimeout") == []

@@ -24,17 +24,23 @@ async def _log(api: Api, run_id: str, route: str = "events") -> dict[str, Any]:
     return log
 
 
-async def test_the_next_group_shows_the_failing_step_and_its_errors(
-    api: Api, receiver: Receiver, relay: EmbeddedRelay
-) -> None:
+async def start_failing_run(api: Api, receiver: Receiver, run_id: str) -> None:
+    """Start run ``run_id`` at receiver /wf, whose step "charge" answers 500 "boom" (each time),
+    and wait for its first delivery."""
     failing = web.Response(
         status=500,
         text='{"error":"Error","message":"boom"}',
         headers={"Upstash-Error-Step-Name": "charge"},
     )
     receiver.respond("/wf", lambda r: failing)
-    await _batch(api, _init(receiver.url("/wf"), "wfr_f", "{}"))
+    await _batch(api, _init(receiver.url("/wf"), run_id, "{}"))
     await receiver.wait_for(1, "/wf")
+
+
+async def test_the_next_group_shows_the_failing_step_and_its_errors(
+    api: Api, receiver: Receiver, relay: EmbeddedRelay
+) -> None:
+    await start_failing_run(api, receiver, "wfr_f")
     for _ in range(50):
         log = await _log(api, "wfr_f")
         if log["steps"][-1]["type"] == "next" and log["steps"][-1]["steps"][0].get("errors"):
