@@ -1,9 +1,10 @@
 """Retention: what finished more than ``retention_days`` ago is deleted.
 
 The ticker of either backend (the embedded relay's schedule ticker, the AWS scheduler Lambda)
-calls :func:`purge_due` on every tick; it purges at most once an hour per process, for at most
-a few seconds a tick (a backlog of expired runs is worked off over the next ticks). What a purge
-deletes, and how each backend does it, is ``Backend.purge``'s to say.
+calls :func:`purge_due` on every tick; a sweep starts at most once an hour per process and takes
+at most about ``BUDGET_SECONDS`` of a tick (each ``Backend.purge`` call is bounded); a sweep not
+done by then goes on at the next tick (a first purge of a large store, a backlog of expired
+runs). What a purge deletes, and how each backend does it, is ``Backend.purge``'s to say.
 """
 
 from __future__ import annotations
@@ -16,22 +17,24 @@ from relay.service import RelayService
 log = logging.getLogger("relay.retention")
 
 PASS = "retention"  # its name in RelayService.passes_due
-EVERY_MS = 3_600_000  # how often a process purges
-BUDGET_SECONDS = 5.0  # the most one tick spends purging
+EVERY_MS = 3_600_000  # how often a process starts a sweep
+BUDGET_SECONDS = 5.0  # the most one tick spends purging (give or take one Backend.purge call)
 
 
-async def purge_due(service: RelayService, now: int) -> int:
-    """Purge if an hour passed since this process last finished a purge; how many went."""
+async def purge_due(service: RelayService, now: int, *, budget: float = BUDGET_SECONDS) -> int:
+    """Purge for up to ``budget`` seconds if due: an hour after this process last finished a
+    sweep, or at once (the next tick) while one is under way; how many went."""
     if now < service.passes_due.get(PASS, 0):
         return 0
     before = now - service.settings.retention_days * 86_400_000
-    deadline = time.monotonic() + BUDGET_SECONDS
+    deadline = time.monotonic() + budget
     total = 0
-    while gone := await service.backend.purge(before, now):
+    while True:
+        gone, more = await service.backend.purge(before, now)
         total += gone
-        if time.monotonic() > deadline:
-            return total  # the rest on the next tick
-    service.passes_due[PASS] = now + EVERY_MS
+        if not more or time.monotonic() >= deadline:
+            break
+    service.passes_due[PASS] = now if more else now + EVERY_MS
     if total:
         log.info("purged %d finished messages, runs, DLQ entries and dedup ids", total)
     return total

@@ -199,6 +199,7 @@ _OUTCOMES = [str(s) for s in (MessageState.DELIVERED, MessageState.RETRY, Messag
 _LOG_SPAN = 60_000  # ms: the most a log page's pointers span (listing reads this far ahead)
 _PAGE_POINTERS = 400  # pointers per log page (~10 KB compressed at most)
 _EVENT_BODY_INLINE = 512  # chars of a response body kept in the message item's event
+_PURGE_RUNS = 100  # ended runs a purge call deletes
 
 
 class LeaseDeferred(Exception):
@@ -1579,12 +1580,14 @@ class AwsBackend:
     async def list_runs(self, query: RunLogQuery) -> list[WorkflowRun]:
         return await self._runs.listed(query)
 
-    async def purge(self, before: int, now: int) -> int:
+    async def purge(self, before: int, now: int) -> tuple[int, bool]:
         """Finished messages, their response bodies and log pages, DLQ entries and dedup ids
         carry ``expires_at`` (retention_days after they finished) and DynamoDB's TTL deletes
         them; runs carry none (a run may sleep longer than any retention): this deletes the
-        ones that ended before ``before``, with their entries, a hundred runs per call."""
-        return await self._runs.purge(before, limit=100)
+        ones that ended before ``before``, with their entries, a hundred runs per call (fewer:
+        the sweep is done)."""
+        gone = await self._runs.purge(before, limit=_PURGE_RUNS)
+        return gone, gone == _PURGE_RUNS
 
     async def copy_run(self, source: str, run: WorkflowRun, upto: int | None) -> None:
         await self._runs.copy(source, run, upto)

@@ -204,11 +204,13 @@ class Backend(Protocol):
         """Runs in any state, newest first, that ``query`` matches (the workflow logs):
         those created before its cursor, at most its count."""
 
-    async def purge(self, before: int, now: int) -> int:
+    async def purge(self, before: int, now: int) -> tuple[int, bool]:
         """Delete what finished before ``before`` (ms) — messages in a final state with their
         events, DLQ entries, ended workflow runs with their entries — and dedup ids expired
-        by ``now``, a bounded amount per call; returns how many rows or items went (0: all
-        done). A backend whose store expires them itself (DynamoDB's TTL) deletes the rest."""
+        by ``now``, a bounded amount of work per call, the next call going on from there;
+        returns how many rows or items went, and whether there is more to look at (False: a
+        sweep is done; True even when this call deleted nothing). A backend whose store
+        expires them itself (DynamoDB's TTL) deletes the rest."""
 
     async def copy_run(self, source: str, run: WorkflowRun, upto: int | None) -> None:
         """Create ``run`` (entry 0: its payload) with the entries 1 to ``upto`` (all: None) of

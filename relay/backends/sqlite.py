@@ -48,6 +48,8 @@ _Op = tuple[
     Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop, bool
 ]
 _GROUP_LIMIT = 256
+_PURGE_ROWS = 500  # rows a purge step looks at: one short transaction on the writer thread
+_PURGE_STEPS = 20  # steps a purge call takes: well under retention's budget for a tick
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -233,12 +235,22 @@ def _resolve_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | Non
 class SqliteBackend:
     """The `Backend` port on one SQLite file (``:memory:`` for a throwaway relay)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        purge_steps: int = _PURGE_STEPS,
+        purge_rows: int = _PURGE_ROWS,
+    ) -> None:
         self.path = str(path)
         self._conn = _Connection(self.path, synchronous)
         self._reader = None if self.path == ":memory:" else _Reader(self.path)
         self._lock_file: IO[bytes] | None = None
         self._gate_wake: int | None = None  # when a parked message may pass (sqlite_gates)
+        self._purge_steps, self._purge_rows = purge_steps, purge_rows
+        # The rowid a purge's walk of the messages goes on from (None: walked; the rest next).
+        self._purge_after: int | None = 0
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -393,20 +405,25 @@ class SqliteBackend:
     async def list_runs(self, query: RunLogQuery) -> list[WorkflowRun]:
         return await self._conn.run(lambda c: _runs.listed(c, query), durable=False)
 
-    async def purge(self, before: int, now: int) -> int:
-        """In short steps on the writer thread: messages walked in insertion order (no index
-        on finishing time to keep up on the hot path) until they were created after
-        ``before``, then ended runs, DLQ entries and expired dedup ids."""
+    async def purge(self, before: int, now: int) -> tuple[int, bool]:
+        """At most ``purge_steps`` short steps on the writer thread, going on from where the
+        last call stopped: messages walked in insertion order (no index on finishing time to
+        keep up on the hot path) until they were created after ``before``, then ended runs, DLQ
+        entries and expired dedup ids; the sweep after a finished one starts over."""
         total = 0
-        after: int | None = 0
-        while after is not None:
-            step = functools.partial(_purge_messages, after=after, before=before)
-            gone, after = await self._conn.run(step, durable=False)
+        for _ in range(self._purge_steps):
+            if self._purge_after is not None:
+                walk = functools.partial(
+                    _purge_messages, after=self._purge_after, before=before, rows=self._purge_rows
+                )
+                gone, self._purge_after = await self._conn.run(walk, durable=False)
+            else:
+                rest = functools.partial(_purge_rest, before=before, now=now, rows=self._purge_rows)
+                if not (gone := await self._conn.run(rest, durable=False)):
+                    self._purge_after = 0
+                    return total, False
             total += gone
-        rest = functools.partial(_purge_rest, before=before, now=now)
-        while gone := await self._conn.run(rest, durable=False):
-            total += gone
-        return total
+        return total, True
 
     async def copy_run(self, source: str, run: WorkflowRun, upto: int | None) -> None:
         await self._conn.run(lambda c: _runs.copy(c, source, run, upto))
@@ -949,37 +966,39 @@ def _filters(
 _MAX_INTEGER = 2**63 - 1  # SQLite's; a larger bound would raise OverflowError
 
 
-_PURGE_ROWS = 500  # rows a purge step looks at: one short transaction on the writer thread
 _FINAL_STATES = tuple(str(s) for s in MessageState if s.final)
 
 
-def _purge_messages(c: sqlite3.Connection, *, after: int, before: int) -> tuple[int, int | None]:
-    """Delete the finished messages (and their events) among the next rows after rowid
-    ``after``; how many went, and the rowid to go on from (None: the rest were created after
-    ``before``, so none of them can have finished before it)."""
-    rows = c.execute(
+def _purge_messages(
+    c: sqlite3.Connection, *, after: int, before: int, rows: int
+) -> tuple[int, int | None]:
+    """Delete the finished messages (and their events) among the next ``rows`` rows after
+    rowid ``after``; how many went, and the rowid to go on from (None: the rest were created
+    after ``before``, so none of them can have finished before it)."""
+    found = c.execute(
         "SELECT rowid, id, state, updated_at, created_at FROM messages WHERE rowid > ?"
         " ORDER BY rowid LIMIT ?",
-        (after, _PURGE_ROWS),
+        (after, rows),
     ).fetchall()
-    old = [row[1] for row in rows if row[2] in _FINAL_STATES and row[3] < before]
+    old = [row[1] for row in found if row[2] in _FINAL_STATES and row[3] < before]
     if old:
         marks = ",".join("?" * len(old))
         c.execute(f"DELETE FROM events WHERE message_id IN ({marks})", old)
         c.execute(f"DELETE FROM messages WHERE id IN ({marks})", old)
-    more = len(rows) == _PURGE_ROWS and rows[-1][4] < before
-    return len(old), (rows[-1][0] if more else None)
+    more = len(found) == rows and found[-1][4] < before
+    return len(old), (found[-1][0] if more else None)
 
 
-def _purge_rest(c: sqlite3.Connection, *, before: int, now: int) -> int:
-    """One step over ended runs, DLQ entries and dedup ids; how many went."""
-    gone = _runs.purge(c, before, _PURGE_ROWS)
+def _purge_rest(c: sqlite3.Connection, *, before: int, now: int, rows: int) -> int:
+    """One step over ended runs, DLQ entries and dedup ids, up to ``rows`` of each; how many
+    went."""
+    gone = _runs.purge(c, before, rows)
     gone += c.execute(
         "DELETE FROM dlq WHERE seq IN (SELECT seq FROM dlq WHERE failed_at < ? LIMIT ?)",
-        (before, _PURGE_ROWS),
+        (before, rows),
     ).rowcount
     gone += c.execute(
         "DELETE FROM dedup WHERE rowid IN (SELECT rowid FROM dedup WHERE expires_at <= ? LIMIT ?)",
-        (now, _PURGE_ROWS),
+        (now, rows),
     ).rowcount
     return gone

@@ -4,19 +4,37 @@ still going on, or finished within the window, stays."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from relay import scheduling
+from relay import protocol as p
+from relay import retention, scheduling
 from relay.backends.base import Backend
+from relay.backends.sqlite import SqliteBackend
 from relay.clock import ManualClock
+from relay.config import Settings
 from relay.server import EmbeddedRelay
+from relay.service import RelayService
+from relay.signing import SigningKeys
 from relay.workflows.model import RunState
+from tests.conformance.test_backend_port import _message
 from tests.conformance.test_runs_port import T0, _start
 from tests.conftest import Api, Receiver
 
 DAY = 86_400_000
+
+
+async def _sweep(backend: Backend, now: int) -> list[int]:
+    """Purge calls with cutoff ``now`` until a sweep is done: how many went on each."""
+    gone, more = [], True
+    while more:
+        step, more = await backend.purge(now, now)
+        gone.append(step)
+    return gone
 
 
 async def test_purge_deletes_runs_that_ended_before_the_cutoff(backend: Backend) -> None:
@@ -26,10 +44,7 @@ async def test_purge_deletes_runs_that_ended_before_the_cutoff(backend: Backend)
             await _start(backend, run_id)
         await backend.end_run("wfr_old", RunState.RUN_SUCCESS, T0 + 1000)
         await backend.end_run("wfr_recent", RunState.RUN_CANCELED, T0 + 5000)
-        gone = 0
-        while step := await backend.purge(T0 + 2000, T0 + 2000):
-            gone += step
-        assert gone >= 1
+        assert sum(await _sweep(backend, T0 + 2000)) >= 1
         assert await backend.get_run("wfr_old") is None
         assert await backend.run_entries("wfr_old") == []
         recent, going = await backend.get_run("wfr_recent"), await backend.get_run("wfr_going")
@@ -72,3 +87,95 @@ async def test_a_tick_purges_finished_messages_after_the_retention(
     assert [e["state"] for e in await api.events(messageId=later)] == ["CREATED"]
     with contextlib.closing(sqlite3.connect(relay.settings.db)) as db:
         assert db.execute("SELECT COUNT(*) FROM dedup").fetchone() == (0,)  # long expired
+
+
+# --- a purge call's bound (SQLite: a sweep over many calls, each a few short steps) ------------
+
+
+async def _store(
+    backend: Backend, prefix: str, count: int, *, at: int = T0, due: int = T0, done: bool = True
+) -> list[str]:
+    """``count`` messages created at ``at``, cancelled then (``done``) or due at ``due``."""
+    made = [
+        dataclasses.replace(_message(f"{prefix}{i:03}", due), created_at=at) for i in range(count)
+    ]
+    await backend.accept(made, [], at, 0)
+    ids = [m.id for m in made]
+    if done:
+        assert await backend.cancel(ids, at) == ids
+    return ids
+
+
+async def _kept(backend: Backend, ids: list[str]) -> list[str]:
+    return [i for i in ids if await backend.get_message(i) is not None]
+
+
+@pytest.fixture
+async def bounded(tmp_path: Path) -> AsyncIterator[SqliteBackend]:
+    """A SQLite backend whose purge calls take at most 2 steps of 10 rows."""
+    backend = SqliteBackend(tmp_path / "relay.db", purge_steps=2, purge_rows=10)
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+async def test_a_purge_call_deletes_a_bounded_part_and_the_next_calls_the_rest(
+    bounded: SqliteBackend,
+) -> None:
+    done = await _store(bounded, "msg_done", 100)
+    assert await bounded.purge(T0 + 1, T0 + 1) == (20, True)  # 2 steps of 10 rows
+    assert len(await _kept(bounded, done)) == 80
+    rest = await _sweep(bounded, T0 + 1)
+    assert sum(rest) == 80 and max(rest) <= 20
+    assert await _kept(bounded, done) == []
+    with contextlib.closing(sqlite3.connect(bounded.path)) as db:
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
+
+
+async def test_a_head_of_pending_messages_does_not_hide_the_finished_ones_behind_it(
+    bounded: SqliteBackend,
+) -> None:
+    later = await _store(bounded, "msg_later", 60, due=T0 + 90 * DAY, done=False)  # long delays
+    done = await _store(bounded, "msg_done", 30)
+    newer = await _store(bounded, "msg_newer", 10, at=T0 + DAY)  # after the cutoff: the walk ends
+    calls = await _sweep(bounded, T0 + 1)
+    assert calls[:3] == [0, 0, 0]  # the pending head: nothing went, but more to look at
+    assert sum(calls) == 30
+    assert await _kept(bounded, done) == []
+    assert await _kept(bounded, later + newer) == later + newer
+    # The next sweep starts over from the first row.
+    assert await bounded.cancel(later, T0 + 2 * DAY) == later
+    assert sum(await _sweep(bounded, T0 + 3 * DAY)) == 70
+    assert await _kept(bounded, later + newer) == []
+
+
+async def test_purge_due_comes_back_at_the_next_tick_until_a_sweep_is_done(
+    tmp_path: Path,
+) -> None:
+    backend = SqliteBackend(tmp_path / "relay.db", purge_steps=1, purge_rows=10)
+    await backend.open()
+    try:
+        done = await _store(backend, "msg_done", 25)
+        keys = SigningKeys(p.DEV_CURRENT_SIGNING_KEY, p.DEV_NEXT_SIGNING_KEY)
+        service = RelayService(backend, Settings(db=backend.path), keys=keys, token="t")
+        start = T0 + service.settings.retention_days * DAY + 1
+        ticks = [start + i * 1000 for i in range(4)]
+        gone, due = [], []
+        for now in ticks:  # a budget of one purge call a tick
+            gone.append(await retention.purge_due(service, now, budget=0))
+            due.append(service.passes_due[retention.PASS])
+        assert gone == [10, 10, 5, 0]  # the last call: the rest (runs, DLQ, dedup ids)
+        assert due == [*ticks[:3], ticks[3] + retention.EVERY_MS]  # the next tick, then hourly
+        assert await _kept(backend, done) == []
+        hour = ticks[3] + retention.EVERY_MS
+        assert await retention.purge_due(service, hour - 1) == 0  # not due before the hour
+        assert service.passes_due[retention.PASS] == hour
+        more = await _store(backend, "msg_more", 25, at=ticks[3])
+        later = ticks[3] + service.settings.retention_days * DAY + 1
+        assert await retention.purge_due(service, later) == 25  # the whole sweep within budget
+        assert service.passes_due[retention.PASS] == later + retention.EVERY_MS
+        assert await _kept(backend, more) == []
+    finally:
+        await backend.close()
