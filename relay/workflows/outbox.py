@@ -8,7 +8,8 @@ record store alone.
 
 The recovery pass takes only intents older than ``GRACE`` ms, so it does not race the request
 that stored one and is still publishing it; and passes that overlap do not race each other: a
-pass re-publishes an intent only after it ``claim``s it (a conditional setting, held ``GRACE``).
+pass re-publishes an intent only after it ``claim``s it (a conditional setting, held ``GRACE``),
+and deletes its claim once the intent is cleared (a crash between leaves the claim behind).
 """
 
 from __future__ import annotations
@@ -74,15 +75,20 @@ async def record(service: RelayService, intent: Intent) -> None:
     await service.backend.put_record(OUTBOX, intent.key, intent.to_record())
 
 
-async def discard(service: RelayService, key: str) -> None:
+async def discard(service: RelayService, key: str, claim: str | None = None) -> None:
+    """Clear intent ``key``, then delete ``claim`` (the recovery pass's on it) unless another
+    pass took it over."""
     await service.backend.delete_record(OUTBOX, key)
+    if claim is not None:
+        await service.backend.delete_setting(_claim_name(key), if_value=claim)
 
 
-async def deliver(service: RelayService, intent: Intent, *, again: bool = False) -> str | None:
+async def deliver(service: RelayService, intent: Intent, *, claim: str | None = None) -> str | None:
     """Publish ``intent``, then clear it; the result message's id (None when the run refused
-    it: it ended meanwhile, and that is fine). ``again`` (the recovery pass): unless the run
-    holds its entry already; the claim's winner need not look."""
-    message_id = await _published(service, intent) if again else None
+    it: it ended meanwhile, and that is fine). ``claim`` (the recovery pass's on it): unless
+    the run holds its entry already, and the claim is deleted after; the waiter's winner need
+    not look."""
+    message_id = await _published(service, intent) if claim is not None else None
     if message_id is None:
         request = PublishRequest(intent.destination, intent.headers, intent.body)
         try:
@@ -92,22 +98,29 @@ async def deliver(service: RelayService, intent: Intent, *, again: bool = False)
             answer = None
         found = answer.get("messageId") if isinstance(answer, dict) else None
         message_id = str(found) if found else None
-    await discard(service, intent.key)
+    await discard(service, intent.key, claim)
     return message_id
 
 
-async def claim(service: RelayService, key: str, now: int) -> bool:
-    """Take intent ``key`` for one recovery pass: of passes that try at once, one gets True.
-    A claim is held for ``GRACE`` ms; past that (its pass crashed) a pass takes it over with a
-    compare-and-set on the expired claim, so two takeovers cannot both win either. A claim's
-    setting stays behind (one small item per recovered intent: crashes only)."""
-    name, mine = f"{CLAIM}\0{key}", f"{uuid.uuid4().hex} {now + GRACE}"
+async def claim(service: RelayService, key: str, now: int) -> str | None:
+    """Take intent ``key`` for one recovery pass: of passes that try at once, one gets its
+    claim (for ``deliver`` or ``discard``), the others None. A claim is held for ``GRACE`` ms;
+    past that (its pass crashed) a pass takes it over with a compare-and-set on the expired
+    claim, so two takeovers cannot both win either. None too when the intent was cleared since
+    the pass listed it (its claim deleted meanwhile)."""
+    name, mine = _claim_name(key), f"{uuid.uuid4().hex} {now + GRACE}"
     held = await service.backend.put_setting(name, mine, if_absent=True)
     while held != mine:
-        if int(held.split()[1]) > now:
-            return False  # another pass holds it
-        held = await service.backend.put_setting(name, mine, replacing=held)
-    return True
+        if held and int(held.split()[1]) > now:
+            return None  # another pass holds it
+        # Expired: replace it; deleted meanwhile (""): take it if still absent.
+        held = await service.backend.put_setting(
+            name, mine, if_absent=not held, replacing=held or None
+        )
+    if await service.backend.get_record(OUTBOX, key) is None:
+        await service.backend.delete_setting(name, if_value=mine)
+        return None
+    return mine
 
 
 async def stored(service: RelayService) -> list[Intent]:
@@ -118,6 +131,10 @@ async def stored(service: RelayService) -> list[Intent]:
 def stale(intents: list[Intent], now: int) -> list[Intent]:
     """Those stored more than ``GRACE`` ago: left by a crash."""
     return [i for i in intents if i.created_at + GRACE <= now]
+
+
+def _claim_name(key: str) -> str:
+    return f"{CLAIM}\0{key}"
 
 
 async def _published(service: RelayService, intent: Intent) -> str | None:
