@@ -9,7 +9,7 @@ record store alone.
 The recovery pass takes only intents older than ``GRACE`` ms, so it does not race the request
 that stored one and is still publishing it; and passes that overlap do not race each other: a
 pass re-publishes an intent only after it ``claim``s it (a conditional setting, held ``GRACE``),
-and deletes its claim once the intent is cleared (a crash between leaves the claim behind).
+and ``release``s it after: nothing of either is left behind, whenever the pass dies.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -45,6 +45,7 @@ class Intent:
     body: bytes
     match: dict[str, Any]
     created_at: int  # ms
+    done: bool = False  # released by a recovery pass: only its clearing is left
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -55,6 +56,7 @@ class Intent:
             "body": p.b64(self.body),
             "match": self.match,
             "createdAt": self.created_at,
+            "done": self.done,
         }
 
     @classmethod
@@ -67,6 +69,7 @@ class Intent:
             body=base64.b64decode(record["body"]),
             match=record["match"],
             created_at=record["createdAt"],
+            done=bool(record.get("done", False)),
         )
 
 
@@ -75,19 +78,23 @@ async def record(service: RelayService, intent: Intent) -> None:
     await service.backend.put_record(OUTBOX, intent.key, intent.to_record())
 
 
-async def discard(service: RelayService, key: str, claim: str | None = None) -> None:
-    """Clear intent ``key``, then delete ``claim`` (the recovery pass's on it) unless another
-    pass took it over."""
+async def discard(service: RelayService, key: str) -> None:
     await service.backend.delete_record(OUTBOX, key)
-    if claim is not None:
-        await service.backend.delete_setting(_claim_name(key), if_value=claim)
+
+
+async def release(service: RelayService, intent: Intent, claim: str) -> None:
+    """Clear ``intent`` (published, or lost to another contender) for the pass that claimed it,
+    and delete its ``claim`` unless another pass took it over: marked done first, then the
+    claim deleted, then cleared, so a crash leaves a done intent, which the next pass to claim
+    it clears, and never a claim."""
+    await record(service, replace(intent, done=True))
+    await _unclaim(service, intent.key, claim)
 
 
 async def deliver(service: RelayService, intent: Intent, *, claim: str | None = None) -> str | None:
     """Publish ``intent``, then clear it; the result message's id (None when the run refused
     it: it ended meanwhile, and that is fine). ``claim`` (the recovery pass's on it): unless
-    the run holds its entry already, and the claim is deleted after; the waiter's winner need
-    not look."""
+    the run holds its entry already, then ``release`` it; the waiter's winner need not look."""
     message_id = await _published(service, intent) if claim is not None else None
     if message_id is None:
         request = PublishRequest(intent.destination, intent.headers, intent.body)
@@ -98,16 +105,19 @@ async def deliver(service: RelayService, intent: Intent, *, claim: str | None = 
             answer = None
         found = answer.get("messageId") if isinstance(answer, dict) else None
         message_id = str(found) if found else None
-    await discard(service, intent.key, claim)
+    if claim is None:
+        await discard(service, intent.key)
+    else:
+        await release(service, intent, claim)
     return message_id
 
 
 async def claim(service: RelayService, key: str, now: int) -> str | None:
     """Take intent ``key`` for one recovery pass: of passes that try at once, one gets its
-    claim (for ``deliver`` or ``discard``), the others None. A claim is held for ``GRACE`` ms;
+    claim (for ``deliver`` or ``release``), the others None. A claim is held for ``GRACE`` ms;
     past that (its pass crashed) a pass takes it over with a compare-and-set on the expired
-    claim, so two takeovers cannot both win either. None too when the intent was cleared since
-    the pass listed it (its claim deleted meanwhile)."""
+    claim, so two takeovers cannot both win either. None too when the intent was released
+    since the pass listed it: then it finishes clearing it, if that is left."""
     name, mine = _claim_name(key), f"{uuid.uuid4().hex} {now + GRACE}"
     held = await service.backend.put_setting(name, mine, if_absent=True)
     while held != mine:
@@ -117,10 +127,11 @@ async def claim(service: RelayService, key: str, now: int) -> str | None:
         held = await service.backend.put_setting(
             name, mine, if_absent=not held, replacing=held or None
         )
-    if await service.backend.get_record(OUTBOX, key) is None:
-        await service.backend.delete_setting(name, if_value=mine)
-        return None
-    return mine
+    current = await service.backend.get_record(OUTBOX, key)
+    if current is not None and not current.get("done"):
+        return mine
+    await _unclaim(service, key, mine)
+    return None
 
 
 async def stored(service: RelayService) -> list[Intent]:
@@ -135,6 +146,12 @@ def stale(intents: list[Intent], now: int) -> list[Intent]:
 
 def _claim_name(key: str) -> str:
     return f"{CLAIM}\0{key}"
+
+
+async def _unclaim(service: RelayService, key: str, claim: str) -> None:
+    """Delete ``claim`` on intent ``key`` (unless another pass took it over), then clear it."""
+    await service.backend.delete_setting(_claim_name(key), if_value=claim)
+    await discard(service, key)
 
 
 async def _published(service: RelayService, intent: Intent) -> str | None:

@@ -451,7 +451,7 @@ async def recover(service: RelayService, stale: list[outbox.Intent], now: int) -
                 await db.delete_record(EARLY_EVENT, _early_key(chosen.run_id, event_id))
             await outbox.deliver(service, chosen, claim=claim)
         else:  # another contender claimed it just now, with its own intent
-            await outbox.discard(service, chosen.key, claim)
+            await outbox.release(service, chosen, claim)
 
 
 async def _store_early(service: RelayService, run_id: str, event_id: str, data: bytes) -> None:

@@ -262,6 +262,31 @@ async def test_a_pass_that_crashed_holding_a_claim_leaves_the_result_to_a_later_
     assert await _claims(relay.service, keys) == []
 
 
+@pytest.mark.parametrize("window", ["_unclaim", "discard"])
+async def test_a_pass_that_crashed_releasing_a_result_leaves_no_claim(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    window: str,
+) -> None:
+    """A pass dies after publishing, with the result marked done: holding its claim (the next
+    pass clears it once the claim expires), or after deleting it (the next pass clears it)."""
+    await _stale("wait", api, receiver, relay, clock, monkeypatch)
+    keys = [intent.key for intent in await outbox.stored(relay.service)]
+    await _dying(monkeypatch, outbox, window, recovery.recover(relay.service, clock.now_ms()))
+    [done] = await outbox.stored(relay.service)
+    assert done.done
+    assert len(await _claims(relay.service, keys)) == (1 if window == "_unclaim" else 0)
+    if window == "_unclaim":
+        clock.advance(outbox.GRACE)
+    await recovery.recover(relay.service, clock.now_ms())
+    assert await relay.service.backend.list_records(outbox.OUTBOX) == []
+    assert await _claims(relay.service, keys) == []
+    assert len(await _results(relay.service, "wfr_o", "waitTimeout")) == 1
+
+
 async def test_a_pass_deletes_its_own_claim_only(
     api: Api,
     receiver: Receiver,
