@@ -398,6 +398,27 @@ class AwsBackend:
             return await self.get_setting(name) or ""
         return value
 
+    async def delete_setting(self, name: str, *, if_value: str | None = None) -> bool:
+        condition: dict[str, Any] = {}
+        if if_value is not None:
+            condition = {
+                "ConditionExpression": "v = :v",
+                "ExpressionAttributeValues": {":v": _s(if_value)},
+            }
+        try:
+            answer = await self._call(
+                self._db.delete_item,
+                TableName=self.table,
+                Key=_key(f"S#{name}", "S"),
+                ReturnValues="ALL_OLD",
+                **condition,
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+            return False
+        return "Attributes" in answer
+
     # --- wake-ups -------------------------------------------------------------------------------
 
     @property

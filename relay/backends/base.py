@@ -49,7 +49,11 @@ class Backend(Protocol):
     ) -> str:
         """Store a setting and return the value stored afterwards: ``value``, or the existing
         one when ``if_absent`` and there is one, or when ``replacing`` is given and the stored
-        value is not that (a compare-and-set)."""
+        value is not that (a compare-and-set; ``""`` if none is stored)."""
+
+    async def delete_setting(self, name: str, *, if_value: str | None = None) -> bool:
+        """Delete a setting, only if its stored value is ``if_value`` when that is given (a
+        compare-and-delete); False if nothing was deleted."""
 
     async def put_record(self, kind: str, key: str, value: dict[str, Any]) -> None:
         """Store a configuration record (a URL group, a schedule, a queue), replacing any."""

@@ -299,9 +299,17 @@ class SqliteBackend:
             else:
                 verb = "INSERT OR IGNORE" if if_absent else "INSERT OR REPLACE"
                 c.execute(f"{verb} INTO settings (name, value) VALUES (?, ?)", (name, value))
-            return str(
-                c.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0]
-            )
+            row = c.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+            return "" if row is None else str(row[0])
+
+        return await self._conn.run(op)
+
+    async def delete_setting(self, name: str, *, if_value: str | None = None) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            if if_value is None:
+                return c.execute("DELETE FROM settings WHERE name = ?", (name,)).rowcount > 0
+            query = "DELETE FROM settings WHERE name = ? AND value = ?"
+            return c.execute(query, (name, if_value)).rowcount > 0
 
         return await self._conn.run(op)
 

@@ -25,8 +25,10 @@ async def recover(service: RelayService, now: int) -> int | None:
     stale = outbox.stale(intents, now)
     await waiters.recover(service, stale, now)
     for intent in stale:
-        if intent.key.startswith(invoke.INTENT) and await outbox.claim(service, intent.key, now):
-            await outbox.deliver(service, intent, again=True)
+        if not intent.key.startswith(invoke.INTENT):
+            continue
+        if claim := await outbox.claim(service, intent.key, now):
+            await outbox.deliver(service, intent, claim=claim)
     if now >= service.passes_due.get(UNREPORTED, 0):
         # Reads every invoked run still pending (a look-up each): once a grace period is enough
         # for what only a crash leaves behind, not on every tick.

@@ -437,7 +437,7 @@ async def recover(service: RelayService, stale: list[outbox.Intent], now: int) -
             contenders.setdefault(key, []).append(intent)
     for key, intents in contenders.items():
         chosen, *others = sorted(intents, key=lambda i: (i.key.startswith(_TIMEOUT), i.created_at))
-        if not await outbox.claim(service, chosen.key, now):
+        if not (claim := await outbox.claim(service, chosen.key, now)):
             continue  # another pass is finishing it
         for other in others:
             await outbox.discard(service, other.key)
@@ -449,9 +449,9 @@ async def recover(service: RelayService, stale: list[outbox.Intent], now: int) -
             if chosen.key.startswith(_EARLY):  # its early event: taken now if it was not yet
                 event_id = key.split("\0", 1)[0]
                 await db.delete_record(EARLY_EVENT, _early_key(chosen.run_id, event_id))
-            await outbox.deliver(service, chosen, again=True)
+            await outbox.deliver(service, chosen, claim=claim)
         else:  # another contender claimed it just now, with its own intent
-            await outbox.discard(service, chosen.key)
+            await outbox.release(service, chosen, claim)
 
 
 async def _store_early(service: RelayService, run_id: str, event_id: str, data: bytes) -> None:

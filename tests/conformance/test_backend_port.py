@@ -118,6 +118,24 @@ async def test_settings_compare_and_set(backend: Backend) -> None:
         await backend.close()
 
 
+async def test_settings_compare_and_delete(backend: Backend) -> None:
+    await backend.open()
+    try:
+        await backend.put_setting("cad", "a")
+        assert not await backend.delete_setting("cad", if_value="x")  # not what is stored
+        assert await backend.get_setting("cad") == "a"
+        assert await backend.delete_setting("cad", if_value="a")
+        assert await backend.get_setting("cad") is None
+        assert not await backend.delete_setting("cad", if_value="a")  # absent
+        assert not await backend.delete_setting("cad")
+        assert await backend.put_setting("cad", "b", replacing="a") == ""  # none stored
+        assert await backend.put_setting("cad", "b", if_absent=True) == "b"
+        assert await backend.delete_setting("cad")  # unconditional
+        assert await backend.get_setting("cad") is None
+    finally:
+        await backend.close()
+
+
 async def test_records_listed_by_key_prefix(backend: Backend) -> None:
     await backend.open()
     try:

@@ -48,10 +48,19 @@ async def _results(service: RelayService, run_id: str, field: str) -> list[dict[
     return [b for b in bodies if isinstance(b, dict) and field in b]
 
 
+async def _claims(service: RelayService, keys: list[str]) -> list[str]:
+    """The claims stored on the intents ``keys``."""
+    held = [await service.backend.get_setting(f"{outbox.CLAIM}\0{key}") for key in keys]
+    return [claim for claim in held if claim is not None]
+
+
 async def _recover(relay: EmbeddedRelay, clock: ManualClock) -> None:
+    """Recovery passes, ``outbox.GRACE`` on; they leave no claim behind."""
+    keys = [intent.key for intent in await outbox.stored(relay.service)]
     clock.advance(outbox.GRACE)
     await scheduling.tick(relay.service)
     await scheduling.tick(relay.service)  # a second pass repeats nothing
+    assert await _claims(relay.service, keys) == []
 
 
 @pytest.mark.parametrize("stage", ["deliver", "discard"])
@@ -221,10 +230,12 @@ async def test_overlapping_recovery_passes_publish_a_result_once(
     """Two passes at once (two scheduler invocations on AWS): one claims the intent and
     publishes it, the other leaves it."""
     run_id, field = await _stale(kind, api, receiver, relay, clock, monkeypatch)
+    keys = [intent.key for intent in await outbox.stored(relay.service)]
     now = clock.now_ms()
     await asyncio.gather(*(recovery.recover(relay.service, now) for _ in range(3)))
     assert len(await _results(relay.service, run_id, field)) == 1
     assert await relay.service.backend.list_records(outbox.OUTBOX) == []
+    assert await _claims(relay.service, keys) == []
 
 
 async def test_a_pass_that_crashed_holding_a_claim_leaves_the_result_to_a_later_one(
@@ -236,6 +247,7 @@ async def test_a_pass_that_crashed_holding_a_claim_leaves_the_result_to_a_later_
 ) -> None:
     """Its claim blocks other passes for ``outbox.GRACE``, then the next pass takes it over."""
     await _stale("wait", api, receiver, relay, clock, monkeypatch)
+    keys = [intent.key for intent in await outbox.stored(relay.service)]
     # The pass dies after its claim:
     await _dying(monkeypatch, outbox, "deliver", recovery.recover(relay.service, clock.now_ms()))
     clock.advance(outbox.GRACE - 1)
@@ -247,3 +259,58 @@ async def test_a_pass_that_crashed_holding_a_claim_leaves_the_result_to_a_later_
     [result] = await _results(relay.service, "wfr_o", "waitTimeout")
     assert result["waitTimeout"] is True
     assert await relay.service.backend.list_records(outbox.OUTBOX) == []
+    assert await _claims(relay.service, keys) == []
+
+
+@pytest.mark.parametrize("window", ["_unclaim", "discard"])
+async def test_a_pass_that_crashed_releasing_a_result_leaves_no_claim(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    window: str,
+) -> None:
+    """A pass dies after publishing, with the result marked done: holding its claim (the next
+    pass clears it once the claim expires), or after deleting it (the next pass clears it)."""
+    await _stale("wait", api, receiver, relay, clock, monkeypatch)
+    keys = [intent.key for intent in await outbox.stored(relay.service)]
+    await _dying(monkeypatch, outbox, window, recovery.recover(relay.service, clock.now_ms()))
+    [done] = await outbox.stored(relay.service)
+    assert done.done
+    assert len(await _claims(relay.service, keys)) == (1 if window == "_unclaim" else 0)
+    if window == "_unclaim":
+        clock.advance(outbox.GRACE)
+    await recovery.recover(relay.service, clock.now_ms())
+    assert await relay.service.backend.list_records(outbox.OUTBOX) == []
+    assert await _claims(relay.service, keys) == []
+    assert len(await _results(relay.service, "wfr_o", "waitTimeout")) == 1
+
+
+async def test_a_pass_deletes_its_own_claim_only(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slow pass whose claim expired and was taken over finishes: the new owner's claim
+    stays until that pass finishes in turn; a pass that lists an intent cleared since claims
+    nothing and leaves nothing."""
+    await _stale("wait", api, receiver, relay, clock, monkeypatch)
+    [intent] = await outbox.stored(relay.service)
+    now = clock.now_ms()
+    slow = await outbox.claim(relay.service, intent.key, now)
+    assert slow is not None
+    assert await outbox.claim(relay.service, intent.key, now + outbox.GRACE - 1) is None
+    taker = await outbox.claim(relay.service, intent.key, now + outbox.GRACE)
+    assert taker is not None and taker != slow
+    await outbox.deliver(relay.service, intent, claim=slow)  # the slow pass finishes
+    assert await _claims(relay.service, [intent.key]) == [taker]
+    assert len(await _results(relay.service, "wfr_o", "waitTimeout")) == 1
+    await outbox.deliver(relay.service, intent, claim=taker)  # the run holds it: not again
+    assert await _claims(relay.service, [intent.key]) == []
+    assert len(await _results(relay.service, "wfr_o", "waitTimeout")) == 1
+    # A pass that listed the intent before it was cleared:
+    assert await outbox.claim(relay.service, intent.key, now + outbox.GRACE) is None
+    assert await _claims(relay.service, [intent.key]) == []
