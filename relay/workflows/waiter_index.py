@@ -1,5 +1,5 @@
 """The waiters' indexes (relay.workflows.waiters finds waiters through them, never by reading
-every one), their one-time migration, and the wake-ups of deadlines.
+every one), the sweep that keeps them complete, and the wake-ups of deadlines.
 
 Each waiter has two entries: in the *deadline index* (kind ``DUE``, key ``due_key``: 13 digits of
 ms, then the waiter's key, so key order is deadline order), read by key range (``due``,
@@ -8,9 +8,11 @@ the deadline index key), read by the run's key prefix (``of_run``). A wait puts 
 waiter (``index``), a claim drops them after deleting it (``unindex``): a crash between leaves
 entries without a waiter (stale: expiry drops them when due).
 
-Waiters stored before the indexes existed are indexed once (``migration_due``, ``migrated``),
-by the first pass that finds the setting ``_INDEXED`` absent (overlapping passes put the same
-entries).
+A waiter stored without entries (before the indexes existed, or by an older version still
+serving during a rolling deploy) would never time out: the *sweep* (``sweep_due``, then
+``index_missing``) lists the waiters and the entries and puts those missing, at most once an
+hour per process (``RelayService.passes_due``) and, by a claim on the setting ``_SWEPT``, once an
+hour across processes; the first sweep on a store is the migration to the indexes.
 
 Wake-ups: a backend that brings them (``wake_reach``: AWS, by SQS delay, up to 15 minutes ahead)
 gets one per deadline, and the delivery runtime runs ``waiters.expire`` for it (``TIMER``). A wait
@@ -21,6 +23,7 @@ wake-up that finds its waiter answered, or comes twice, does nothing: answering 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from relay.service import RelayService
@@ -30,8 +33,9 @@ OF_RUN = "workflow_waiter_of_run"  # the run index: an entry per waiter, <run id
 _KINDS = (DUE, OF_RUN)
 TIMER = "workflow_waiter"  # the wake-up's name: the delivery runtime runs ``waiters.expire``
 _ARMED = "workflow_waiters_armed"  # setting: passes sent the wake-ups of deadlines up to it (ms)
-_INDEXED = "workflow_waiters_indexed"  # setting: the waiters stored before the index have entries
-_NEVER = 2**63 - 1  # ms: a pass of RelayService.passes_due not due again
+SWEEP = "workflow-waiter-sweep"  # its name in RelayService.passes_due
+_SWEPT = "workflow_waiters_swept"  # setting: when (ms) the last sweep across processes began
+SWEEP_EVERY_MS = 3_600_000
 _LAST_DUE = 10**13 - 1  # ms: the last deadline the index keys tell apart
 
 
@@ -104,24 +108,51 @@ async def of_run(service: RelayService, run_id: str) -> list[dict[str, Any]]:
     return await service.backend.list_records(OF_RUN, f"{run_id}\0")
 
 
-# --- the migration -----------------------------------------------------------------------------
+# --- the sweep ----------------------------------------------------------------------------------
 
 
-async def migration_due(service: RelayService) -> bool:
-    """Whether the waiters stored before the indexes existed may lack entries: until a process
-    sees the setting ``_INDEXED`` set (then it reads it no more: ``passes_due``, never due)."""
-    if _INDEXED in service.passes_due:
+async def sweep_due(service: RelayService, now: int) -> bool:
+    """Whether this pass sweeps: an hour passed since the last sweep of this process and of
+    any (the setting ``_SWEPT``, moved by a compare-and-set that one of the processes due wins;
+    passes at the same ms may both win, and sweep alike). A sweep is claimed before it runs:
+    one that crashes is run again an hour later. Otherwise one dict look-up, or once an hour a
+    read of the setting."""
+    if now < service.passes_due.get(SWEEP, 0):
         return False
-    if await service.backend.get_setting(_INDEXED) is None:
-        return True
-    service.passes_due[_INDEXED] = _NEVER
-    return False
+    stored = await service.backend.get_setting(_SWEPT)
+    if stored is not None and now < int(stored) + SWEEP_EVERY_MS:
+        service.passes_due[SWEEP] = int(stored) + SWEEP_EVERY_MS
+        return False
+    service.passes_due[SWEEP] = now + SWEEP_EVERY_MS
+    value = str(now)
+    won = await service.backend.put_setting(
+        _SWEPT, value, if_absent=stored is None, replacing=stored
+    )
+    return won == value
 
 
-async def migrated(service: RelayService) -> None:
-    """Mark the waiters stored before the indexes indexed."""
-    await service.backend.put_setting(_INDEXED, "1", if_absent=True)
-    service.passes_due[_INDEXED] = _NEVER
+async def index_missing(service: RelayService, stored: Sequence[Indexed]) -> int:
+    """Put the entries of the waiters ``stored`` (listed before this reads the indexes) that
+    lack one; how many. A waiter answered since it was listed gets stale entries, dropped when
+    due. One read of each index, and writes only for what is missing. A deadline within reach
+    already is not armed: the scheduler's pass (every minute) answers it."""
+    db = service.backend
+    present = {(kind, _key_of(kind, e)) for kind in _KINDS for e in await db.list_records(kind)}
+    missing = [w for w in stored if not _indexed(w, present)]
+    for waiter in missing:
+        await index(service, waiter)
+    return len(missing)
+
+
+def _key_of(kind: str, entry: dict[str, Any]) -> str:
+    return _entry_key(kind, str(entry["runId"]), int(entry["deadline"]), str(entry["key"]))
+
+
+def _indexed(waiter: Indexed, present: set[tuple[str, str]]) -> bool:
+    return all(
+        (kind, _entry_key(kind, waiter.run_id, waiter.deadline, waiter.key)) in present
+        for kind in _KINDS
+    )
 
 
 # --- wake-ups ----------------------------------------------------------------------------------

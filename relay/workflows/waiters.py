@@ -195,8 +195,10 @@ async def expire(service: RelayService, now: int) -> int | None:
     """Answer every waiter whose deadline passed with its timeout, and arm the wake-ups of the
     deadlines that came within the backend's reach; the next deadline (ms), for a ticker that
     sleeps until then. The ticker's pass and the wake-up's (the delivery runtime's) alike.
-    Reads the deadline index, not the waiters: the entries due, those entering reach, one more."""
-    await _index_stored(service)
+    Reads the deadline index, not the waiters: the entries due, those entering reach, one more
+    (and once an hour, the sweep: every waiter and index entry, by one of the processes)."""
+    if await waiter_index.sweep_due(service, now):
+        await _sweep(service)
     for entry in await waiter_index.due(service, now):
         await _expire_entry(service, entry, now)
     await waiter_index.arm_entering(service, now)
@@ -214,14 +216,11 @@ async def drop_run(service: RelayService, run_id: str) -> None:
         await db.delete_record(EARLY_EVENT, _early_key(run_id, record["eventId"]))
 
 
-async def _index_stored(service: RelayService) -> None:
-    """Once: index the waiters stored before the indexes existed (they hold no entry). Passes
-    that overlap index them alike; an entry whose waiter was answered meanwhile is dropped as
-    stale when due."""
-    if await waiter_index.migration_due(service):
-        for record in await service.backend.list_records(WAITER):
-            await waiter_index.index(service, Waiter.from_record(record))
-        await waiter_index.migrated(service)
+async def _sweep(service: RelayService) -> None:
+    """Index the waiters stored without their index entries (``waiter_index.index_missing``)."""
+    stored = [Waiter.from_record(r) for r in await service.backend.list_records(WAITER)]
+    if found := await waiter_index.index_missing(service, stored):
+        log.info("indexed %d workflow waiters stored without index entries", found)
 
 
 async def _expire_entry(service: RelayService, entry: dict[str, Any], now: int) -> None:

@@ -1,8 +1,9 @@
 """The waiters' deadline index (relay.workflows.waiter_index): ``expire`` reads the index entries
-that are due and the next one, not every waiter; waiters stored before the index are indexed
-once and still time out; a wait that crashed between its index entry and its waiter leaves
-nothing to answer and its entry is dropped. Real backends (SQLite, moto), counted through a thin
-wrapper that passes every call on."""
+that are due and the next one, not every waiter; waiters stored without index entries (before
+the index, or by an older version during a rolling deploy) are indexed by the hourly sweep and
+still time out; a wait that crashed between its index entry and its waiter leaves nothing to
+answer and its entry is dropped. Real backends (SQLite, moto), counted through a thin wrapper
+that passes every call on."""
 
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ async def test_expire_reads_the_due_entries_and_the_next_not_every_waiter(
     assert len(await service.backend.list_records(waiters.WAITER)) == 150
 
 
-async def test_waiters_stored_before_the_index_are_indexed_once_and_time_out(
+async def test_waiters_stored_before_the_index_are_indexed_by_the_first_sweep_and_time_out(
     api: Api, receiver: Receiver, relay: EmbeddedRelay, clock: ManualClock
 ) -> None:
     url = await _start(api, receiver, relay, "wfr_old")
@@ -109,11 +110,12 @@ async def test_waiters_stored_before_the_index_are_indexed_once_and_time_out(
     due_key = waiter_index.due_key(entry["deadline"], entry["key"])
     assert await backend.delete_record(waiter_index.DUE, due_key)
     assert await backend.delete_record(waiter_index.OF_RUN, f"wfr_old\0{due_key}")
-    await forget_setting(backend, "workflow_waiters_indexed")
+    await forget_setting(backend, "workflow_waiters_swept")
     relay.service.passes_due.clear()  # a process started on that store
     clock.advance(5000)
     now = clock.now_ms()
-    # Two passes at once both index it (the same entry); one of them answers it.
+    # Two passes at once: one sweeps (or both, claiming at the same ms: the same entries); one
+    # of them answers it.
     await asyncio.gather(waiters.expire(relay.service, now), waiters.expire(relay.service, now))
     [_, timed_out] = await receiver.wait_for(2, "/wf")
     assert _last_entry(timed_out)["waitTimeout"] is True
@@ -122,7 +124,70 @@ async def test_waiters_stored_before_the_index_are_indexed_once_and_time_out(
     assert await backend.list_records(waiter_index.DUE) == []
     assert await backend.list_records(waiter_index.OF_RUN) == []
     assert await backend.list_records(waiters.WAITER) == []
-    assert await backend.get_setting("workflow_waiters_indexed") is not None
+    assert await backend.get_setting("workflow_waiters_swept") == str(now)
+
+
+async def test_a_waiter_stored_without_index_entries_after_the_first_sweep_times_out_at_the_next(
+    api: Api,
+    receiver: Receiver,
+    relay: EmbeddedRelay,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An older version still serving during a rolling deploy stores a waiter alone, after the
+    first sweep: the next sweep (an hour later) indexes it and it times out. Between sweeps no
+    pass reads the waiters, not even a process started meanwhile."""
+    url = await _start(api, receiver, relay, "wfr_roll")
+    service = relay.service
+    await waiters.expire(service, clock.now_ms())  # the first sweep has run (the ticker's or this)
+    key = await store_as_an_old_version(service.backend, url, "wfr_roll", "evt-roll", "1s", clock)
+    counting = counted(service, monkeypatch)
+    clock.advance(1000)
+    await waiters.expire(service, clock.now_ms())
+    service.passes_due.clear()  # a process started meanwhile reads when the sweep is due
+    await waiters.expire(service, clock.now_ms())
+    assert {kind for kind, _ in counting.listed} == {waiter_index.DUE}  # no sweep: not due
+    assert await counting.inner.get_record(waiters.WAITER, key) is not None  # still waiting
+    assert len(receiver.at("/wf")) == 1  # the run's start only
+    clock.advance(waiter_index.SWEEP_EVERY_MS - 1000)
+    counting.listed.clear()
+    await waiters.expire(service, clock.now_ms())
+    sweep = [(waiters.WAITER, 1), (waiter_index.DUE, 0), (waiter_index.OF_RUN, 0)]
+    assert counting.listed[:3] == sweep
+    [_, timed_out] = await receiver.wait_for(2, "/wf")
+    assert _last_entry(timed_out)["waitTimeout"] is True
+    assert _last_entry(timed_out)["waitEventId"] == "evt-roll"
+    counting.listed.clear()
+    await waiters.expire(service, clock.now_ms())  # swept: not again within the hour
+    assert waiters.WAITER not in {kind for kind, _ in counting.listed}
+    assert await counting.inner.list_records(waiter_index.DUE) == []
+    assert await counting.inner.list_records(waiter_index.OF_RUN) == []
+
+
+async def store_as_an_old_version(
+    backend: Backend, url: str, run_id: str, event_id: str, timeout: str, clock: ManualClock
+) -> str:
+    """A wait as a version before the index stored it: the waiter record only; its key."""
+    headers = {"Upstash-Workflow-RunId": [run_id], "Upstash-Workflow-Url": [url]}
+    headers |= {"Upstash-Workflow-Init": ["false"], "Content-Type": ["application/json"]}
+    now, run = clock.now_ms(), await backend.get_run(run_id)
+    assert run is not None
+    record = {
+        "eventId": event_id,
+        "runId": run_id,
+        "url": url,
+        "headers": headers,
+        "timeoutUrl": url,
+        "timeoutHeaders": headers,
+        "timeout": timeout,
+        "deadline": now + int(float(timeout.removesuffix("s")) * 1000),
+        "step": STEP,
+        "createdAt": now,
+        "runCreatedAt": run.created_at,
+    }
+    key = f"{event_id}\0{run_id}\0{STEP['stepId']}"
+    await backend.put_record(waiters.WAITER, key, record)
+    return key
 
 
 async def test_a_wait_that_crashed_before_its_waiter_leaves_a_stale_entry_dropped_later(
