@@ -47,7 +47,7 @@ from relay.metrics import Metrics
 from relay.service import RelayService, keys_in_force
 from relay.signing import SigningKeys
 from relay.tokens import client_token
-from relay.workflows import waiters
+from relay.workflows import waiter_index, waiters
 
 log = logging.getLogger("relay.aws")
 T = TypeVar("T")
@@ -58,7 +58,7 @@ T = TypeVar("T")
 _TOKEN, _CURRENT, _NEXT, _WEBHOOK = slice(0, 40), slice(40, 68), slice(68, 96), slice(96, 128)
 
 Pass = Callable[[RelayService, int], Awaitable[object]]
-TIMERS: dict[str, Pass] = {waiters.TIMER: waiters.expire}  # wake-up name → the pass it runs
+TIMERS: dict[str, Pass] = {waiter_index.TIMER: waiters.expire}  # wake-up name → the pass it runs
 
 
 def parse_credentials(secret: str) -> tuple[str, SigningKeys]:

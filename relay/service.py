@@ -137,7 +137,8 @@ class RelayService:
         self.allow_private = allow_private
         self.metrics = metrics or Metrics()
         # ms: when each periodic pass of this process (relay.retention's purge, the recovery
-        # pass's look for unreported invoked runs) is next due; absent: at once.
+        # pass's look for unreported invoked runs, the waiters' index sweep) is next due;
+        # absent: at once.
         self.passes_due: dict[str, int] = {}
         self._listeners: list[Callable[[], None]] = []
 

@@ -9,27 +9,11 @@ each contender stores its result as an intent first (relay.workflows.outbox), so
 the claim leaves it for the recovery pass.
 A run-scoped notify and a wait that start together each look for the other after storing their
 own record, and the early event, too, is taken by deleting it, so the pair meets exactly once.
-Deadlines are stored, so a timeout survives a restart, and indexed: beside each waiter a
-*deadline index* entry (kind ``DUE``, key ``due_key``: 13 digits of ms, then the waiter's key,
-so key order is deadline order). ``expire`` reads that index by key range, never every waiter:
-the entries below now (whose waiters it times out), the next one (the ticker's next deadline),
-and on a backend with wake-ups those entering reach; what one pass reads grows with what is due
-or entering reach, not with the waiters alive. A wait stores its entry before its waiter, the
-claim drops it after deleting the waiter, so a crash between leaves an entry without a waiter
-(or with another deadline): stale, dropped by ``expire`` when due (and ``outbox.GRACE`` old,
-lest it be a wait still storing its waiter). Waiters stored before the index existed are
-indexed once, by the first pass that finds the setting ``_INDEXED`` absent (overlapping passes
-put the same entries). A *run index* entry (kind ``OF_RUN``: the run id, then the deadline
-index key) is written and dropped with each deadline entry, so that a run's end (``drop_run``)
-finds its own waiters by key prefix, as it finds its early events (keyed by run first).
-The embedded ticker runs ``expire`` and sleeps until the next deadline. A backend that brings
-wake-ups (``wake_reach``: AWS, by SQS delay, up to 15 minutes ahead) gets one per deadline, the
-delivery runtime runs ``expire`` when it comes, so a timeout fires within about a second there
-too: a wait arms its own deadline if it is within reach, a later one is armed by the pass
-(``expire`` on the scheduler's tick or a wake-up) that first sees it within reach — the setting
-``_ARMED`` keeps how far the passes have armed (each pass lists the index entries after it up to
-its horizon), so each deadline is sent once. A wake-up that finds its waiter answered (notify
-won) or comes twice does nothing: answering goes through the claim.
+Deadlines are stored, so a timeout survives a restart. Waiters are found by event id (their key
+starts with it), and otherwise through their indexes (relay.workflows.waiter_index): ``expire``
+reads the deadlines due, a run's end (``drop_run``) the run's own waiters, never every waiter.
+The embedded ticker runs ``expire`` and sleeps until the next deadline; on AWS the scheduler's
+tick and the deadlines' wake-ups run it.
 """
 
 from __future__ import annotations
@@ -45,7 +29,7 @@ import orjson
 from relay import protocol as p
 from relay.protocol import BadRequest
 from relay.service import _NOT_FORWARDED, RelayService
-from relay.workflows import outbox
+from relay.workflows import outbox, waiter_index
 from relay.workflows import protocol as wp
 from relay.workflows.model import RunEnded, WorkflowRun
 
@@ -57,13 +41,6 @@ DEFAULT_TIMEOUT = "7d"
 _INTENT = "wait\0"  # outbox keys: wait, contender (timeout or notify-<id>), waiter key
 _TIMEOUT = f"{_INTENT}timeout\0"
 _EARLY = f"{_INTENT}early-"
-TIMER = WAITER  # the wake-up's name: the delivery runtime runs ``expire`` for it
-_ARMED = "workflow_waiters_armed"  # setting: passes sent the wake-ups of deadlines up to it (ms)
-DUE = "workflow_waiter_due"  # the deadline index: an entry per waiter, keys in deadline order
-OF_RUN = "workflow_waiter_of_run"  # the run index: an entry per waiter, <run id>\0<its due_key>
-_INDEXED = "workflow_waiters_indexed"  # setting: the waiters stored before the index have entries
-_LAST_DUE = 10**13 - 1  # ms: the last deadline the index keys tell apart
-_NEVER = 2**63 - 1  # ms: a pass of RelayService.passes_due not due again
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,17 +112,6 @@ def waiter_key(event_id: str, run_id: str, step_id: Any) -> str:
     return f"{event_id}\0{run_id}\0{step_id}"
 
 
-def due_key(deadline: int, key: str) -> str:
-    """A waiter's deadline index key: key order is deadline order (13 digits of ms)."""
-    return f"{_due_bound(deadline)}\0{key}"
-
-
-def _due_bound(deadline: int) -> str:
-    """The index keys below this are those of deadlines before ``deadline`` (one past 13 digits,
-    some time in 2286, is kept at the last 13-digit instant, lest it sort as due now)."""
-    return f"{min(deadline, _LAST_DUE):013d}"
-
-
 def _early_key(run_id: str, event_id: str) -> str:
     return f"{run_id}\0{event_id}"
 
@@ -185,11 +151,11 @@ async def wait(
         created_at=now,
         run_created_at=run.created_at,
     )
-    await _index(service, waiter)  # first: a crash before the waiter leaves a stale entry only
+    await waiter_index.index(service, waiter)  # first: a crash before the waiter leaves stale ones
     await service.backend.put_record(WAITER, waiter.key, waiter.to_record())
     early = await _peek_early(service, run_id, event_id)
     if early is None or await _answer(service, waiter, early, early=True) is False:
-        await _arm(service, waiter.deadline, now)
+        await waiter_index.arm(service, waiter.deadline, now)
     return waiter
 
 
@@ -229,66 +195,32 @@ async def expire(service: RelayService, now: int) -> int | None:
     """Answer every waiter whose deadline passed with its timeout, and arm the wake-ups of the
     deadlines that came within the backend's reach; the next deadline (ms), for a ticker that
     sleeps until then. The ticker's pass and the wake-up's (the delivery runtime's) alike.
-    Reads the deadline index, not the waiters: the entries due, those entering reach, one more."""
-    await _index_stored(service)
-    for entry in await service.backend.list_records(DUE, stop=_due_bound(now + 1)):
+    Reads the deadline index, not the waiters: the entries due, those entering reach, one more
+    (and once an hour, the sweep: every waiter and index entry, by one of the processes)."""
+    if await waiter_index.sweep_due(service, now):
+        await _sweep(service)
+    for entry in await waiter_index.due(service, now):
         await _expire_entry(service, entry, now)
-    await _arm_entering(service, now)
-    after = await service.backend.list_records(DUE, start=_due_bound(now + 1), limit=1)
-    return int(after[0]["deadline"]) if after else None
+    await waiter_index.arm_entering(service, now)
+    return await waiter_index.next_deadline(service, now)
 
 
 async def drop_run(service: RelayService, run_id: str) -> None:
     """Forget the waiters and early events of a run that ended: those of this run only, found
     by key prefix (the run index; early events are keyed by run), not every one stored."""
     db = service.backend
-    for entry in await db.list_records(OF_RUN, f"{run_id}\0"):
+    for entry in await waiter_index.of_run(service, run_id):
         await db.delete_record(WAITER, entry["key"])
-        await _unindex(service, run_id, int(entry["deadline"]), str(entry["key"]))
+        await waiter_index.unindex(service, run_id, int(entry["deadline"]), str(entry["key"]))
     for record in await db.list_records(EARLY_EVENT, f"{run_id}\0"):
         await db.delete_record(EARLY_EVENT, _early_key(run_id, record["eventId"]))
 
 
-# --- the deadline index -------------------------------------------------------------------------
-
-
-async def _index(service: RelayService, waiter: Waiter) -> None:
-    """The waiter's entries in the deadline index and the run index (before the waiter)."""
-    entry = {
-        "key": waiter.key,
-        "runId": waiter.run_id,
-        "deadline": waiter.deadline,
-        "createdAt": waiter.created_at,
-    }
-    await service.backend.put_record(DUE, due_key(waiter.deadline, waiter.key), entry)
-    await service.backend.put_record(
-        OF_RUN, _of_run_key(waiter.run_id, waiter.deadline, waiter.key), entry
-    )
-
-
-async def _unindex(service: RelayService, run_id: str, deadline: int, key: str) -> None:
-    await service.backend.delete_record(DUE, due_key(deadline, key))
-    await service.backend.delete_record(OF_RUN, _of_run_key(run_id, deadline, key))
-
-
-def _of_run_key(run_id: str, deadline: int, key: str) -> str:
-    """A waiter's run index key: per deadline too, as its deadline index entry (a wait stored
-    again with another deadline has entries of its own; the stale ones go as those do)."""
-    return f"{run_id}\0{due_key(deadline, key)}"
-
-
-async def _index_stored(service: RelayService) -> None:
-    """Once: index the waiters stored before the index existed (they hold no entry). Passes
-    that overlap index them alike (puts of the same entries); an entry whose waiter was
-    answered meanwhile is dropped as stale when due. Once a process saw it done, it does not
-    read the setting again (``passes_due``: never due again)."""
-    if _INDEXED in service.passes_due:
-        return
-    if await service.backend.get_setting(_INDEXED) is None:
-        for record in await service.backend.list_records(WAITER):
-            await _index(service, Waiter.from_record(record))
-        await service.backend.put_setting(_INDEXED, "1", if_absent=True)
-    service.passes_due[_INDEXED] = _NEVER
+async def _sweep(service: RelayService) -> None:
+    """Index the waiters stored without their index entries (``waiter_index.index_missing``)."""
+    stored = [Waiter.from_record(r) for r in await service.backend.list_records(WAITER)]
+    if found := await waiter_index.index_missing(service, stored):
+        log.info("indexed %d workflow waiters stored without index entries", found)
 
 
 async def _expire_entry(service: RelayService, entry: dict[str, Any], now: int) -> None:
@@ -300,48 +232,11 @@ async def _expire_entry(service: RelayService, entry: dict[str, Any], now: int) 
     record = await service.backend.get_record(WAITER, key)
     if record is None:
         if int(entry["createdAt"]) + outbox.GRACE <= now:
-            await _unindex(service, str(entry["runId"]), deadline, key)
+            await waiter_index.unindex(service, str(entry["runId"]), deadline, key)
         return
     waiter = Waiter.from_record(record)
     if waiter.deadline != deadline or await _answer(service, waiter, None) is False:
-        await _unindex(service, waiter.run_id, deadline, key)
-
-
-# --- wake-ups ----------------------------------------------------------------------------------
-
-
-async def _arm(service: RelayService, deadline: int, now: int) -> None:
-    """A new wait's wake-up, if its deadline is within the backend's reach."""
-    reach = service.backend.wake_reach
-    if reach is not None and deadline - now <= reach:
-        await service.backend.wake_at(TIMER, deadline, now)
-
-
-async def _arm_entering(service: RelayService, now: int) -> None:
-    """Send the wake-ups of deadlines beyond reach at their wait that are within it now, each
-    once: the index entries after ``_ARMED`` up to this pass's horizon, which ``_ARMED`` then
-    moves to (after the sends: a crash between repeats them, harmless; and only forward, by a
-    conditional write). Concurrent passes may send one twice (harmless); a wait registered
-    while a pass lists, with a timeout a few milliseconds over the reach, can be missed: the
-    scheduler's pass answers it then."""
-    reach = service.backend.wake_reach
-    if reach is None:
-        return
-    horizon = now + reach
-    stored = await service.backend.get_setting(_ARMED)
-    armed = max(int(stored or 0), now)
-    if armed >= horizon:
-        return
-    entering = await service.backend.list_records(
-        DUE, start=_due_bound(armed + 1), stop=_due_bound(horizon + 1)
-    )
-    late = {int(e["deadline"]) for e in entering if e["deadline"] - e["createdAt"] > reach}
-    for deadline in sorted(late):
-        await service.backend.wake_at(TIMER, deadline, now)
-    if entering:
-        await service.backend.put_setting(
-            _ARMED, str(horizon), if_absent=stored is None, replacing=stored
-        )
+        await waiter_index.unindex(service, waiter.run_id, deadline, key)
 
 
 # --- claiming and answering ---------------------------------------------------------------------
@@ -372,7 +267,7 @@ async def _claim(service: RelayService, waiter: Waiter) -> bool:
     stale: ``expire`` drops it when due)."""
     if not await service.backend.delete_record(WAITER, waiter.key):
         return False
-    await _unindex(service, waiter.run_id, waiter.deadline, waiter.key)
+    await waiter_index.unindex(service, waiter.run_id, waiter.deadline, waiter.key)
     return True
 
 
@@ -445,7 +340,7 @@ async def recover(service: RelayService, stale: list[outbox.Intent], now: int) -
         stored = await db.get_record(WAITER, key)
         if stored is None or await db.delete_record(WAITER, key):
             if stored is not None:
-                await _unindex(service, chosen.run_id, stored["deadline"], key)
+                await waiter_index.unindex(service, chosen.run_id, stored["deadline"], key)
             if chosen.key.startswith(_EARLY):  # its early event: taken now if it was not yet
                 event_id = key.split("\0", 1)[0]
                 await db.delete_record(EARLY_EVENT, _early_key(chosen.run_id, event_id))

@@ -27,7 +27,7 @@ from relay.http.app import create_app
 from relay.server import EmbeddedRelay
 from relay.service import RelayService
 from relay.signing import SigningKeys
-from relay.workflows import outbox, waiters
+from relay.workflows import outbox, waiter_index, waiters
 from tests.conformance.test_workflow_deadline_index import counted, register
 from tests.conformance.test_workflow_runs import _batch, _init
 from tests.conformance.test_workflow_waiters import _last_entry, _wait
@@ -235,11 +235,11 @@ async def test_a_pass_reads_the_deadlines_entering_reach_not_every_waiter(
     functions.clock.advance(1500)
     await waiters.expire(service, functions.clock.now_ms())
     # Nothing due, the two deadlines entering reach, the next deadline.
-    assert counting.listed == [(waiters.DUE, 0), (waiters.DUE, 2), (waiters.DUE, 1)]
+    assert counting.listed == [(waiter_index.DUE, 0), (waiter_index.DUE, 2), (waiter_index.DUE, 1)]
     assert functions.queued() == 2
     counting.listed.clear()
     await waiters.expire(service, functions.clock.now_ms())  # armed already: not read again
-    assert counting.listed == [(waiters.DUE, 0), (waiters.DUE, 1)]
+    assert counting.listed == [(waiter_index.DUE, 0), (waiter_index.DUE, 1)]
     assert functions.queued() == 2
     functions.clock.advance(1500)
     await functions.deliver_until(receiver, 3, "/wf")

@@ -1,0 +1,192 @@
+"""The waiters' indexes (relay.workflows.waiters finds waiters through them, never by reading
+every one), the sweep that keeps them complete, and the wake-ups of deadlines.
+
+Each waiter has two entries: in the *deadline index* (kind ``DUE``, key ``due_key``: 13 digits of
+ms, then the waiter's key, so key order is deadline order), read by key range (``due``,
+``next_deadline``, ``arm_entering``); and in the *run index* (kind ``OF_RUN``: the run id, then
+the deadline index key), read by the run's key prefix (``of_run``). A wait puts them before its
+waiter (``index``), a claim drops them after deleting it (``unindex``): a crash between leaves
+entries without a waiter (stale: expiry drops them when due).
+
+A waiter stored without entries (before the indexes existed, or by an older version still
+serving during a rolling deploy) would never time out: the *sweep* (``sweep_due``, then
+``index_missing``) lists the waiters and the entries and puts those missing, at most once an
+hour per process (``RelayService.passes_due``) and, by a claim on the setting ``_SWEPT``, once an
+hour across processes; the first sweep on a store is the migration to the indexes.
+
+Wake-ups: a backend that brings them (``wake_reach``: AWS, by SQS delay, up to 15 minutes ahead)
+gets one per deadline, and the delivery runtime runs ``waiters.expire`` for it (``TIMER``). A wait
+arms its own deadline if it is within reach (``arm``); a later one is armed by the first pass that
+sees it within reach (``arm_entering``), the setting ``_ARMED`` keeping how far passes armed. A
+wake-up that finds its waiter answered, or comes twice, does nothing: answering is a claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from relay.service import RelayService
+
+DUE = "workflow_waiter_due"  # the deadline index: an entry per waiter, keys in deadline order
+OF_RUN = "workflow_waiter_of_run"  # the run index: an entry per waiter, <run id>\0<its due_key>
+_KINDS = (DUE, OF_RUN)
+TIMER = "workflow_waiter"  # the wake-up's name: the delivery runtime runs ``waiters.expire``
+_ARMED = "workflow_waiters_armed"  # setting: passes sent the wake-ups of deadlines up to it (ms)
+SWEEP = "workflow-waiter-sweep"  # its name in RelayService.passes_due
+_SWEPT = "workflow_waiters_swept"  # setting: when (ms) the last sweep across processes began
+SWEEP_EVERY_MS = 3_600_000
+_LAST_DUE = 10**13 - 1  # ms: the last deadline the index keys tell apart
+
+
+class Indexed(Protocol):
+    """What the indexes keep of a waiter (``waiters.Waiter``)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def deadline(self) -> int: ...
+    @property
+    def created_at(self) -> int: ...
+
+
+def due_key(deadline: int, key: str) -> str:
+    """A waiter's deadline index key: key order is deadline order (13 digits of ms)."""
+    return f"{_due_bound(deadline)}\0{key}"
+
+
+def _due_bound(deadline: int) -> str:
+    """The index keys below this are those of deadlines before ``deadline`` (one past 13 digits,
+    some time in 2286, is kept at the last 13-digit instant, lest it sort as due now)."""
+    return f"{min(deadline, _LAST_DUE):013d}"
+
+
+def _entry_key(kind: str, run_id: str, deadline: int, key: str) -> str:
+    """A waiter's key in index ``kind``; the run index's is per deadline too (a wait stored
+    again with another deadline has entries of its own; the stale ones go as those do)."""
+    due = due_key(deadline, key)
+    return due if kind == DUE else f"{run_id}\0{due}"
+
+
+# --- writing and reading ------------------------------------------------------------------------
+
+
+async def index(service: RelayService, waiter: Indexed) -> None:
+    """The waiter's entries in both indexes (put before the waiter)."""
+    entry = {
+        "key": waiter.key,
+        "runId": waiter.run_id,
+        "deadline": waiter.deadline,
+        "createdAt": waiter.created_at,
+    }
+    for kind in _KINDS:
+        key = _entry_key(kind, waiter.run_id, waiter.deadline, waiter.key)
+        await service.backend.put_record(kind, key, entry)
+
+
+async def unindex(service: RelayService, run_id: str, deadline: int, key: str) -> None:
+    """Drop a waiter's entries (after the waiter)."""
+    for kind in _KINDS:
+        await service.backend.delete_record(kind, _entry_key(kind, run_id, deadline, key))
+
+
+async def due(service: RelayService, now: int) -> list[dict[str, Any]]:
+    """The deadline index entries due at ``now``."""
+    return await service.backend.list_records(DUE, stop=_due_bound(now + 1))
+
+
+async def next_deadline(service: RelayService, now: int) -> int | None:
+    """The first deadline after ``now`` (ms), if any."""
+    after = await service.backend.list_records(DUE, start=_due_bound(now + 1), limit=1)
+    return int(after[0]["deadline"]) if after else None
+
+
+async def of_run(service: RelayService, run_id: str) -> list[dict[str, Any]]:
+    """The run index entries of ``run_id``'s waiters."""
+    return await service.backend.list_records(OF_RUN, f"{run_id}\0")
+
+
+# --- the sweep ----------------------------------------------------------------------------------
+
+
+async def sweep_due(service: RelayService, now: int) -> bool:
+    """Whether this pass sweeps: an hour passed since the last sweep of this process and of
+    any (the setting ``_SWEPT``, moved by a compare-and-set that one of the processes due wins;
+    passes at the same ms may both win, and sweep alike). A sweep is claimed before it runs:
+    one that crashes is run again an hour later. Otherwise one dict look-up, or once an hour a
+    read of the setting."""
+    if now < service.passes_due.get(SWEEP, 0):
+        return False
+    stored = await service.backend.get_setting(_SWEPT)
+    if stored is not None and now < int(stored) + SWEEP_EVERY_MS:
+        service.passes_due[SWEEP] = int(stored) + SWEEP_EVERY_MS
+        return False
+    service.passes_due[SWEEP] = now + SWEEP_EVERY_MS
+    value = str(now)
+    won = await service.backend.put_setting(
+        _SWEPT, value, if_absent=stored is None, replacing=stored
+    )
+    return won == value
+
+
+async def index_missing(service: RelayService, stored: Sequence[Indexed]) -> int:
+    """Put the entries of the waiters ``stored`` (listed before this reads the indexes) that
+    lack one; how many. A waiter answered since it was listed gets stale entries, dropped when
+    due. One read of each index, and writes only for what is missing. A deadline within reach
+    already is not armed: the scheduler's pass (every minute) answers it."""
+    db = service.backend
+    present = {(kind, _key_of(kind, e)) for kind in _KINDS for e in await db.list_records(kind)}
+    missing = [w for w in stored if not _indexed(w, present)]
+    for waiter in missing:
+        await index(service, waiter)
+    return len(missing)
+
+
+def _key_of(kind: str, entry: dict[str, Any]) -> str:
+    return _entry_key(kind, str(entry["runId"]), int(entry["deadline"]), str(entry["key"]))
+
+
+def _indexed(waiter: Indexed, present: set[tuple[str, str]]) -> bool:
+    return all(
+        (kind, _entry_key(kind, waiter.run_id, waiter.deadline, waiter.key)) in present
+        for kind in _KINDS
+    )
+
+
+# --- wake-ups ----------------------------------------------------------------------------------
+
+
+async def arm(service: RelayService, deadline: int, now: int) -> None:
+    """A new wait's wake-up, if its deadline is within the backend's reach."""
+    reach = service.backend.wake_reach
+    if reach is not None and deadline - now <= reach:
+        await service.backend.wake_at(TIMER, deadline, now)
+
+
+async def arm_entering(service: RelayService, now: int) -> None:
+    """Send the wake-ups of deadlines beyond reach at their wait that are within it now, each
+    once: the index entries after ``_ARMED`` up to this pass's horizon, which ``_ARMED`` then
+    moves to (after the sends: a crash between repeats them, harmless; and only forward, by a
+    conditional write). Concurrent passes may send one twice (harmless); a wait registered
+    while a pass lists, with a timeout a few milliseconds over the reach, can be missed: the
+    scheduler's pass answers it then."""
+    reach = service.backend.wake_reach
+    if reach is None:
+        return
+    horizon = now + reach
+    stored = await service.backend.get_setting(_ARMED)
+    armed = max(int(stored or 0), now)
+    if armed >= horizon:
+        return
+    entering = await service.backend.list_records(
+        DUE, start=_due_bound(armed + 1), stop=_due_bound(horizon + 1)
+    )
+    late = {int(e["deadline"]) for e in entering if e["deadline"] - e["createdAt"] > reach}
+    for deadline in sorted(late):
+        await service.backend.wake_at(TIMER, deadline, now)
+    if entering:
+        await service.backend.put_setting(
+            _ARMED, str(horizon), if_absent=stored is None, replacing=stored
+        )
