@@ -26,7 +26,8 @@ from relay.tokens import client_token
 
 def _options(func: Any) -> Any:
     func = click.option("--db", default=None, help="SQLite file (':memory:' keeps nothing).")(func)
-    func = click.option("--port", type=int, default=None, help="Port (default 8080).")(func)
+    port_help = "Port (default 8080; 0: a free one, printed at start)."
+    func = click.option("--port", type=int, default=None, help=port_help)(func)
     func = click.option("--host", default=None, help="Address (default 127.0.0.1).")(func)
     return func
 

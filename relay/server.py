@@ -89,18 +89,24 @@ class EmbeddedRelay:
             poll_interval=s.poll_interval_seconds,
         )
         self.service.on_accepted(self.worker.notify)
-        self._worker_task = asyncio.create_task(self.worker.run())
         self.ticker = ScheduleTicker(self.service, interval=s.schedule_tick_seconds)
-        self._ticker_task = asyncio.create_task(self.ticker.run())
         app = create_app(self.service, max_request_bytes=s.max_request_bytes)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
+        # The port before the worker: a relay that cannot listen (the port in use) has delivered
+        # nothing, and closes what it opened.
         site = web.TCPSite(self._runner, s.host, s.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError:
+            await self.stop()
+            raise
         server = site._server
         if server is not None and s.port == 0:
             sockets = getattr(server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1]
+        self._worker_task = asyncio.create_task(self.worker.run())
+        self._ticker_task = asyncio.create_task(self.ticker.run())
 
     async def stop(self) -> None:
         """Stop taking requests, let in-flight deliveries finish (within the grace period),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +29,6 @@ from relay import protocol as p
 from relay.backends.aws import AwsBackend
 from relay.models import Lease, Settlement
 from tests.conftest import QUICK_STACK, OfficialVerdicts, Receiver
-from tests.e2e.process import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -199,9 +199,8 @@ async def test_poison_message_reaches_the_dispatch_dlq_after_max_receives(
 
 
 def test_make_dev_aws_prints_the_four_qstash_lines() -> None:
-    port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "infra.dev_aws", "--port", str(port)],
+        [sys.executable, "-m", "infra.dev_aws", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -223,8 +222,11 @@ def test_make_dev_aws_prints_the_four_qstash_lines() -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(30)
+    # `--port 0`: the port it listens on, as its first line says, is the one QSTASH_URL names.
+    running = re.search(r"running at http://127\.0\.0\.1:(\d+) ", "".join(output))
+    assert running and int(running.group(1)) > 0, "".join(output)
     assert found == {
-        "QSTASH_URL": f"http://localhost:{port}",
+        "QSTASH_URL": f"http://localhost:{running.group(1)}",
         "QSTASH_TOKEN": p.DEV_TOKEN,
         "QSTASH_CURRENT_SIGNING_KEY": p.DEV_CURRENT_SIGNING_KEY,
         "QSTASH_NEXT_SIGNING_KEY": p.DEV_NEXT_SIGNING_KEY,

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from relay.cli import main
-from tests.e2e.process import RelayProcess, free_port
+from tests.e2e.process import RelayProcess
 
 pytestmark = pytest.mark.slow
 
@@ -242,7 +243,9 @@ def test_errors_have_their_exit_codes_in_both_modes(cli: Cli, relay: RelayProces
     assert json.loads(cli("logs", "--json", "--token", "wrong", code=3).stderr)["status"] == 401
     cli("keys", "get", code=3, QSTASH_TOKEN="wrong")
 
-    cli.process("logs", "--url", f"http://127.0.0.1:{free_port()}", code=4)
+    with socket.socket() as unused:  # bound, never listening: refused, and no one else's
+        unused.bind(("127.0.0.1", 0))
+        cli.process("logs", "--url", f"http://127.0.0.1:{unused.getsockname()[1]}", code=4)
     cli.process("logs", "--count", "0", code=2)
     cli("dlq", "retry", code=2)  # neither ids nor --all
 

@@ -1,16 +1,20 @@
 """`relay serve`: its own credentials per database, kept across restarts, its token in QStash's
-shape (bare or wrapped both accepted); private destinations refused; a clean exit on SIGTERM."""
+shape (bare or wrapped both accepted); private destinations refused; a clean exit on SIGTERM;
+`--port 0` on a free port it prints, a port in use an exit 1 that says so."""
 
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
 
 from relay.protocol import DEV_TOKEN, DEV_WEBHOOK_SECRET
-from tests.e2e.process import RelayProcess
+from tests.e2e.process import RelayProcess, listening_socket
 
 
 async def test_serve_credentials_policy_and_shutdown(tmp_path: Path) -> None:
@@ -59,3 +63,28 @@ async def test_serve_credentials_policy_and_shutdown(tmp_path: Path) -> None:
         assert second.env == {**env, "QSTASH_URL": f"http://localhost:{second.port}"}
     finally:
         assert second.stop() == 0
+
+
+async def test_port_zero_and_a_port_in_use(tmp_path: Path) -> None:
+    relay = RelayProcess(tmp_path / "zero.db", command="serve").start()  # `--port 0`
+    try:
+        assert relay.port > 0
+        assert relay.env["QSTASH_URL"] == f"http://localhost:{relay.port}"
+        headers = {"Authorization": f"Bearer {relay.env['QSTASH_TOKEN']}"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{relay.url}/v2/keys", headers=headers) as response,
+        ):
+            assert response.status == 200
+    finally:
+        assert relay.stop() == 0
+    with listening_socket() as taken:
+        port = str(taken.getsockname()[1])
+        command = ["serve", "--port", port, "--db", str(tmp_path / "taken.db")]
+        failed = subprocess.run(
+            [sys.executable, "-m", "relay", *command], capture_output=True, text=True, timeout=30
+        )
+    assert failed.returncode == 1 and failed.stdout == ""
+    # One line, nothing left open (no "Unclosed client session" after it).
+    [line] = failed.stderr.splitlines()
+    assert line.startswith(f"relay: [Errno {errno.EADDRINUSE}]") and port in line, line

@@ -177,5 +177,8 @@ app.post("/client/:op", async (req, res) => {
   }
 });
 
-const server = app.listen(Number(PORT), "127.0.0.1", () => console.log(`listening ${PORT}`));
+// PORT 0: a free port, the one this line prints.
+const server = app.listen(Number(PORT), "127.0.0.1", () =>
+  console.log(`listening ${server.address().port}`),
+);
 process.on("SIGTERM", () => server.close(() => process.exit(0)));

@@ -24,7 +24,7 @@ from upstash_workflow.fastapi import Serve as FastApiServe
 from upstash_workflow.flask import Serve as FlaskServe
 from werkzeug.serving import make_server
 
-from tests.e2e.process import free_port
+from tests.e2e.process import listening_socket
 
 TRACE = "X-Relay-Trace"
 
@@ -155,14 +155,12 @@ def fastapi_app(target: Target, base: str, recorder: Recorder) -> FastAPI:
 
 @contextmanager
 def serve_fastapi(target: Target) -> Iterator[App]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    sock = listening_socket()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     recorder = Recorder()
-    config = uvicorn.Config(
-        fastapi_app(target, base, recorder), host="127.0.0.1", port=port, log_level="warning"
-    )
+    config = uvicorn.Config(fastapi_app(target, base, recorder), log_level="warning")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve([sock])), daemon=True)
     thread.start()
     _until(lambda: server.started, "uvicorn to start")
     try:
@@ -238,16 +236,19 @@ def flask_app(target: Target, base: str, recorder: Recorder) -> Flask:
 
 @contextmanager
 def serve_flask(target: Target) -> Iterator[App]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    recorder = Recorder()
-    server = make_server("127.0.0.1", port, flask_app(target, base, recorder), threaded=True)
+    with listening_socket() as sock:  # werkzeug serves on a duplicate of it
+        port = sock.getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        recorder = Recorder()
+        app = flask_app(target, base, recorder)
+        server = make_server("127.0.0.1", port, app, threaded=True, fd=sock.fileno())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield App(base, recorder)
     finally:
         server.shutdown()
+        server.server_close()
         thread.join(10)
 
 

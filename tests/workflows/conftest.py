@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.process import RelayProcess, free_port
+from tests.e2e.process import RelayProcess
 from tests.workflows.apps import Target
 
 
@@ -38,9 +38,8 @@ def aws_stack(tmp: Path) -> Iterator[Target]:
     lambda/api.py, the SQS event source lambda/deliver.py (a sleep is SQS DelaySeconds, a wait's
     timeout an SQS wake-up), the scheduler on the template's schedule (every minute: nothing
     here waits for it); loopback destinations allowed."""
-    port = free_port()
     log = (tmp / "dev-aws.log").open("w")
-    command = [sys.executable, "-m", "infra.dev_aws", "--port", str(port)]
+    command = [sys.executable, "-m", "infra.dev_aws", "--port", "0"]  # it prints the port
     command += ["--batching-window", "0"]  # invoke at once: the window only adds latency here
     process = subprocess.Popen(
         command,
@@ -60,6 +59,7 @@ def aws_stack(tmp: Path) -> Iterator[Target]:
             name, sep, value = line.strip().partition("=")
             if sep and name.startswith("QSTASH_"):
                 env[name] = value
+        port = env["QSTASH_URL"].rsplit(":", 1)[1]
         yield Target(
             url=f"http://127.0.0.1:{port}",
             token=env["QSTASH_TOKEN"],

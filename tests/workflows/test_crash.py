@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from upstash_workflow import AsyncWorkflowContext
 from upstash_workflow.fastapi import Serve
 
-from tests.e2e.process import RelayProcess, free_port
+from tests.e2e.process import RelayProcess, listening_socket
 from tests.workflows.apps import Recorder, Target
 
 pytestmark = pytest.mark.slow
@@ -92,29 +92,36 @@ def _app(target: Target, recorder: Recorder) -> FastAPI:
 
 
 @pytest.fixture
-def relay_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "relay.db"
 
 
 @pytest.fixture
-def app_server(relay_port: int) -> Iterator[tuple[str, Recorder, HoldOnce]]:
+def first_relay(db: Path) -> Iterator[RelayProcess]:
+    """The relay before any crash: on a free port, which each restart takes again (the app
+    calls back to this URL)."""
+    relay = RelayProcess(db).start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
+@pytest.fixture
+def app_server(first_relay: RelayProcess) -> Iterator[tuple[str, Recorder, HoldOnce]]:
     # `relay dev`'s documented dev credentials: the same after every restart.
     target = Target(
-        url=f"http://127.0.0.1:{relay_port}",
+        url=first_relay.url,
         token=_dev("QSTASH_TOKEN"),
         current_signing_key=_dev("QSTASH_CURRENT_SIGNING_KEY"),
         next_signing_key=_dev("QSTASH_NEXT_SIGNING_KEY"),
     )
     recorder = Recorder()
     held = HoldOnce(_app(target, recorder))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(held, host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(held, log_level="critical"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve([sock])), daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
@@ -160,10 +167,10 @@ def _dev(name: str) -> str:
 
 
 def test_sigkill_during_a_sleep_and_between_steps_loses_no_step(
-    relay_port: int, db: Path, app_server: tuple[str, Recorder, HoldOnce]
+    first_relay: RelayProcess, db: Path, app_server: tuple[str, Recorder, HoldOnce]
 ) -> None:
     base, recorder, held = app_server
-    relay = RelayProcess(db, port=relay_port).start()
+    relay = first_relay
     try:
         QStash(_dev("QSTASH_TOKEN"), base_url=relay.url).message.publish_json(
             url=f"{base}/wf", body={"n": 1}, retries=3
@@ -178,7 +185,7 @@ def test_sigkill_during_a_sleep_and_between_steps_loses_no_step(
         _wait_until("the run sleeps, nothing else under way", sleeping)
         relay.kill()
         relay.stop()
-        relay = RelayProcess(db, port=relay_port).start()
+        relay = RelayProcess(db, port=first_relay.port).start()
 
         assert held.holding.wait(20), "the delivery after step b never came"
         # Step b is stored and the delivery that ran it settled (else it is delivered again
@@ -190,7 +197,7 @@ def test_sigkill_during_a_sleep_and_between_steps_loses_no_step(
         relay.kill()
         relay.stop()
         held.release.set()
-        relay = RelayProcess(db, port=relay_port).start()
+        relay = RelayProcess(db, port=first_relay.port).start()
 
         end = recorder.wait_for("end", timeout=30)
         time.sleep(0.5)  # a second execution of any step would show by now

@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.process import free_port
 from tests.workflows.apps import Target
 
 NODE_DIR = Path(__file__).parent.parent / "node"
@@ -97,7 +96,6 @@ def app(target: Target, tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    port = free_port()
     records = tmp_path_factory.mktemp("node") / "records.jsonl"
     process = subprocess.Popen(
         ["node", str(NODE_DIR / "workflow_app.mjs")],
@@ -106,13 +104,14 @@ def app(target: Target, tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         env={
             **os.environ,
             **{key: value for key, value in target.env().items() if value is not None},
-            "PORT": str(port),
+            "PORT": "0",  # it prints the port it took
             "RECORD_FILE": str(records),
         },
     )
     try:
         assert process.stdout is not None
-        assert process.stdout.readline().startswith("listening"), "the node app did not start"
+        listening, _, port = process.stdout.readline().strip().partition(" ")
+        assert listening == "listening" and port.isdigit(), "the node app did not start"
         yield NodeApp(f"http://127.0.0.1:{port}", records)
     finally:
         process.terminate()
