@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS dedup (
     url TEXT NOT NULL,
     expires_at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_at);  -- retention's purge
 CREATE TABLE IF NOT EXISTS dlq (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     dlq_id TEXT NOT NULL UNIQUE,
@@ -99,6 +100,7 @@ CREATE TABLE IF NOT EXISTS dlq (
     response TEXT NOT NULL,
     response_body BLOB NOT NULL
 );
+CREATE INDEX IF NOT EXISTS dlq_failed ON dlq (failed_at);  -- retention's purge
 CREATE TABLE IF NOT EXISTS records (
     kind TEXT NOT NULL,
     key TEXT NOT NULL,

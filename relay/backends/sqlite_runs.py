@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
     payload BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs (created_at) WHERE state = 'RUN_STARTED';
+CREATE INDEX IF NOT EXISTS runs_ended ON runs (completed_at) WHERE state != 'RUN_STARTED';
 CREATE TABLE IF NOT EXISTS run_entries (
     run_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
