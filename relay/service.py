@@ -140,6 +140,9 @@ class RelayService:
         # pass's look for unreported invoked runs, the waiters' index sweep) is next due;
         # absent: at once.
         self.passes_due: dict[str, int] = {}
+        # What this process last stored as the claim of a pass held across processes (the
+        # waiters' index sweep: relay.workflows.waiter_index); absent: it holds none.
+        self.pass_marks: dict[str, str] = {}
         self._listeners: list[Callable[[], None]] = []
 
     def notify_listeners(self) -> None:

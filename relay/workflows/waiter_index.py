@@ -9,10 +9,14 @@ waiter (``index``), a claim drops them after deleting it (``unindex``): a crash 
 entries without a waiter (stale: expiry drops them when due).
 
 A waiter stored without entries (before the indexes existed, or by an older version still
-serving during a rolling deploy) would never time out: the *sweep* (``sweep_due``, then
-``index_missing``) lists the waiters and the entries and puts those missing, at most once an
-hour per process (``RelayService.passes_due``) and, by a claim on the setting ``_SWEPT``, once an
-hour across processes; the first sweep on a store is the migration to the indexes.
+serving during a rolling deploy) would never time out: the *sweep* (``sweep``) reads the
+waiters in key order, a page at a time, reads each one's two entries by key and puts those
+missing (``index_missing``, by ``index``: the rule a wait follows). A pass sweeps for at most
+``SWEEP_BUDGET_SECONDS``; a sweep not done goes on at the process's next pass, from the key it
+got to (kept in the setting ``_SWEPT``, with the claim that lets one process sweep at a time);
+the next sweep starts an hour after one is done. Listing the index key ranges instead would not
+bound the work: a page of waiters (ordered by event id) has deadlines and runs all over both
+indexes. The first sweep on a store is the migration to the indexes.
 
 Wake-ups: a backend that brings them (``wake_reach``: AWS, by SQS delay, up to 15 minutes ahead)
 gets one per deadline, and the delivery runtime runs ``waiters.expire`` for it (``TIMER``). A wait
@@ -23,7 +27,9 @@ wake-up that finds its waiter answered, or comes twice, does nothing: answering 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from relay.service import RelayService
@@ -34,8 +40,10 @@ _KINDS = (DUE, OF_RUN)
 TIMER = "workflow_waiter"  # the wake-up's name: the delivery runtime runs ``waiters.expire``
 _ARMED = "workflow_waiters_armed"  # setting: passes sent the wake-ups of deadlines up to it (ms)
 SWEEP = "workflow-waiter-sweep"  # its name in RelayService.passes_due
-_SWEPT = "workflow_waiters_swept"  # setting: when (ms) the last sweep across processes began
-SWEEP_EVERY_MS = 3_600_000
+_SWEPT = "workflow_waiters_swept"  # setting: how far the sweep got, and when (``_sweep_from``)
+SWEEP_EVERY_MS = 3_600_000  # from a sweep done to the next
+SWEEP_PAGE = 100  # waiters listed at a time (on DynamoDB one Query page, ~100 KB at most)
+SWEEP_BUDGET_SECONDS = 2.0  # the most one pass spends sweeping (give or take one page)
 _LAST_DUE = 10**13 - 1  # ms: the last deadline the index keys tell apart
 
 
@@ -110,49 +118,91 @@ async def of_run(service: RelayService, run_id: str) -> list[dict[str, Any]]:
 
 # --- the sweep ----------------------------------------------------------------------------------
 
+Page = Callable[[str, int], Awaitable[Sequence[Indexed]]]
+"""The stored waiters whose key comes after a key ("": from the first), in key order, at most
+so many (relay.workflows.waiters lists them)."""
 
-async def sweep_due(service: RelayService, now: int) -> bool:
-    """Whether this pass sweeps: an hour passed since the last sweep of this process and of
-    any (the setting ``_SWEPT``, moved by a compare-and-set that one of the processes due wins;
-    passes at the same ms may both win, and sweep alike). A sweep is claimed before it runs:
-    one that crashes is run again an hour later. Otherwise one dict look-up, or once an hour a
-    read of the setting."""
+
+async def sweep(service: RelayService, now: int, waiters_after: Page) -> int:
+    """Go on with the sweep if this pass is to (``_sweep_from``): pages of ``SWEEP_PAGE``
+    waiters from where it got to, for up to ``SWEEP_BUDGET_SECONDS`` (and one page), putting
+    the entries missing; then note how far it got. How many waiters it indexed."""
+    claim = await _sweep_from(service, now)
+    if claim is None:
+        return 0
+    mark, position = claim
+    found, ends = 0, time.monotonic() + SWEEP_BUDGET_SECONDS
+    while True:
+        page = await waiters_after(position, SWEEP_PAGE)
+        found += await index_missing(service, page)
+        done = len(page) < SWEEP_PAGE
+        if not done:
+            position = page[-1].key
+        if done or time.monotonic() >= ends:
+            break
+    value = str(now) if done else f"{now} {position}"
+    going_on = await _mark(service, mark, value) and not done
+    service.passes_due[SWEEP] = now if going_on else now + SWEEP_EVERY_MS
+    return found
+
+
+async def _sweep_from(service: RelayService, now: int) -> tuple[str, str] | None:
+    """Whether this pass sweeps: the setting ``_SWEPT`` as this pass holds it, and the key
+    the sweep goes on after ("": the first waiter); None: not this pass.
+
+    ``_SWEPT`` is ``<ms>`` when a sweep was done then, ``<ms> <key>`` while one is under way
+    (its last pass then, and how far it got). The process that stored it goes on at its next
+    pass; any other due starts the next sweep an hour after one was done, or takes one under way
+    over (from where it got to) an hour after its last pass, by a compare-and-set that one of
+    them wins (passes at the same ms may both win, and sweep alike). Otherwise one dict
+    look-up, or once an hour a read of the setting."""
     if now < service.passes_due.get(SWEEP, 0):
-        return False
+        return None
     stored = await service.backend.get_setting(_SWEPT)
-    if stored is not None and now < int(stored) + SWEEP_EVERY_MS:
-        service.passes_due[SWEEP] = int(stored) + SWEEP_EVERY_MS
-        return False
+    at, under_way, position = (stored or "").partition(" ")
+    held = service.pass_marks.get(SWEEP)
+    if under_way and held is not None and held == stored:
+        return held, position
+    if stored is not None and now < int(at) + SWEEP_EVERY_MS:
+        service.passes_due[SWEEP] = int(at) + SWEEP_EVERY_MS
+        return None
     service.passes_due[SWEEP] = now + SWEEP_EVERY_MS
-    value = str(now)
+    claim = f"{now} {position}"
+    return (claim, position) if await _mark(service, stored, claim) else None
+
+
+async def _mark(service: RelayService, stored: str | None, value: str) -> bool:
+    """Store ``value`` in ``_SWEPT`` if ``stored`` is still there; whether this process holds
+    the sweep now (``RelayService.pass_marks`` keeps what it stored)."""
     won = await service.backend.put_setting(
         _SWEPT, value, if_absent=stored is None, replacing=stored
     )
+    if won == value:
+        service.pass_marks[SWEEP] = value
+    else:
+        service.pass_marks.pop(SWEEP, None)
     return won == value
 
 
 async def index_missing(service: RelayService, stored: Sequence[Indexed]) -> int:
-    """Put the entries of the waiters ``stored`` (listed before this reads the indexes) that
-    lack one; how many. A waiter answered since it was listed gets stale entries, dropped when
-    due. One read of each index, and writes only for what is missing. A deadline within reach
-    already is not armed: the scheduler's pass (every minute) answers it."""
-    db = service.backend
-    present = {(kind, _key_of(kind, e)) for kind in _KINDS for e in await db.list_records(kind)}
-    missing = [w for w in stored if not _indexed(w, present)]
+    """Put the entries of the waiters ``stored`` that lack one; how many. Reads each waiter's
+    entries by key (at most two reads a waiter, concurrently), and writes only for what is
+    missing. A waiter answered since it was listed gets stale entries, dropped when due. A
+    deadline within reach already is not armed: the scheduler's pass (every minute) answers it."""
+    indexed = await asyncio.gather(*(_indexed(service, w) for w in stored))
+    missing = [w for w, found in zip(stored, indexed, strict=True) if not found]
     for waiter in missing:
         await index(service, waiter)
     return len(missing)
 
 
-def _key_of(kind: str, entry: dict[str, Any]) -> str:
-    return _entry_key(kind, str(entry["runId"]), int(entry["deadline"]), str(entry["key"]))
-
-
-def _indexed(waiter: Indexed, present: set[tuple[str, str]]) -> bool:
-    return all(
-        (kind, _entry_key(kind, waiter.run_id, waiter.deadline, waiter.key)) in present
-        for kind in _KINDS
-    )
+async def _indexed(service: RelayService, waiter: Indexed) -> bool:
+    """Whether both of the waiter's entries are stored (the second is read only if the first is)."""
+    for kind in _KINDS:
+        key = _entry_key(kind, waiter.run_id, waiter.deadline, waiter.key)
+        if await service.backend.get_record(kind, key) is None:
+            return False
+    return True
 
 
 # --- wake-ups ----------------------------------------------------------------------------------

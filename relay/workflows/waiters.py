@@ -196,9 +196,9 @@ async def expire(service: RelayService, now: int) -> int | None:
     deadlines that came within the backend's reach; the next deadline (ms), for a ticker that
     sleeps until then. The ticker's pass and the wake-up's (the delivery runtime's) alike.
     Reads the deadline index, not the waiters: the entries due, those entering reach, one more
-    (and once an hour, the sweep: every waiter and index entry, by one of the processes)."""
-    if await waiter_index.sweep_due(service, now):
-        await _sweep(service)
+    (and, by one of the processes, the sweep: a bounded part of it a pass, until it is done,
+    then again an hour later)."""
+    await _sweep(service, now)
     for entry in await waiter_index.due(service, now):
         await _expire_entry(service, entry, now)
     await waiter_index.arm_entering(service, now)
@@ -216,10 +216,16 @@ async def drop_run(service: RelayService, run_id: str) -> None:
         await db.delete_record(EARLY_EVENT, _early_key(run_id, record["eventId"]))
 
 
-async def _sweep(service: RelayService) -> None:
-    """Index the waiters stored without their index entries (``waiter_index.index_missing``)."""
-    stored = [Waiter.from_record(r) for r in await service.backend.list_records(WAITER)]
-    if found := await waiter_index.index_missing(service, stored):
+async def _sweep(service: RelayService, now: int) -> None:
+    """Go on with the sweep of the waiters if due (``waiter_index.sweep``): it reads them in
+    key order, a page at a time."""
+
+    async def after(key: str, limit: int) -> list[Waiter]:
+        start = f"{key}\0" if key else None  # the first key after ``key``
+        records = await service.backend.list_records(WAITER, start=start, limit=limit)
+        return [Waiter.from_record(r) for r in records]
+
+    if found := await waiter_index.sweep(service, now, after):
         log.info("indexed %d workflow waiters stored without index entries", found)
 
 

@@ -8,39 +8,55 @@ that passes every call on."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from relay import protocol as p
 from relay.backends.aws import AwsBackend
 from relay.backends.base import Backend
 from relay.backends.sqlite import SqliteBackend
 from relay.clock import ManualClock
+from relay.config import Settings
 from relay.server import EmbeddedRelay
 from relay.service import RelayService
+from relay.signing import SigningKeys
 from relay.workflows import outbox, waiter_index, waiters
+from tests.conformance.test_runs_port import T0
+from tests.conformance.test_runs_port import _start as start_run
 from tests.conformance.test_workflow_crash_windows import Crash, _results
 from tests.conformance.test_workflow_waiters import STEP, _last_entry, _start, _wait
 from tests.conftest import Api, Receiver
 
+_WAITER_KINDS = (waiters.WAITER, waiter_index.DUE, waiter_index.OF_RUN, waiters.EARLY_EVENT)
+
 
 class Counting:
     """The backend under test, noting how many records each ``list_records`` call of a waiter
-    kind returned (the delivery worker's own listings, if any, are not the pass's)."""
+    kind returned, and which such records were read by key (the delivery worker's own reads,
+    if any, are not the pass's)."""
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.listed: list[tuple[str, int]] = []
+        self.got: list[str] = []  # the kinds of the records read by key
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     async def list_records(self, kind: str, prefix: str = "", **bounds: Any) -> Any:
         records = await self.inner.list_records(kind, prefix, **bounds)
-        if kind in (waiters.WAITER, waiter_index.DUE, waiter_index.OF_RUN, waiters.EARLY_EVENT):
+        if kind in _WAITER_KINDS:
             self.listed.append((kind, len(records)))
         return records
+
+    async def get_record(self, kind: str, key: str) -> Any:
+        if kind in _WAITER_KINDS:
+            self.got.append(kind)
+        return await self.inner.get_record(kind, key)
 
 
 def counted(service: RelayService, monkeypatch: pytest.MonkeyPatch) -> Counting:
@@ -152,8 +168,8 @@ async def test_a_waiter_stored_without_index_entries_after_the_first_sweep_times
     clock.advance(waiter_index.SWEEP_EVERY_MS - 1000)
     counting.listed.clear()
     await waiters.expire(service, clock.now_ms())
-    sweep = [(waiters.WAITER, 1), (waiter_index.DUE, 0), (waiter_index.OF_RUN, 0)]
-    assert counting.listed[:3] == sweep
+    assert counting.listed[0] == (waiters.WAITER, 1)  # the sweep: a page, not the indexes
+    assert waiter_index.OF_RUN not in {kind for kind, _ in counting.listed}
     [_, timed_out] = await receiver.wait_for(2, "/wf")
     assert _last_entry(timed_out)["waitTimeout"] is True
     assert _last_entry(timed_out)["waitEventId"] == "evt-roll"
@@ -162,6 +178,97 @@ async def test_a_waiter_stored_without_index_entries_after_the_first_sweep_times
     assert waiters.WAITER not in {kind for kind, _ in counting.listed}
     assert await counting.inner.list_records(waiter_index.DUE) == []
     assert await counting.inner.list_records(waiter_index.OF_RUN) == []
+
+
+@pytest.fixture
+async def alone(backend: Backend, tmp_path: Path) -> AsyncIterator[RelayService]:
+    """A service on the backend under test, with no ticker of its own: only the test's passes
+    sweep, and each is counted alone."""
+    await backend.open()
+    keys = SigningKeys(p.DEV_CURRENT_SIGNING_KEY, p.DEV_NEXT_SIGNING_KEY)
+    settings = Settings(db=str(tmp_path / "relay.db"))
+    try:
+        yield RelayService(backend, settings, keys=keys, token="t", clock=ManualClock(T0))
+    finally:
+        await backend.close()
+
+
+async def test_a_sweep_reads_a_page_a_pass_and_goes_on_at_the_next_until_done(
+    alone: RelayService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many waiters, a few stored without index entries (spread over the pages): each pass
+    reads one page of waiters and their entries by key, however many are stored; the next pass
+    is due at once while the sweep is under way, an hour later when it is done; by then every
+    waiter is indexed."""
+    service, clock = alone, alone.clock
+    assert isinstance(clock, ManualClock)
+    await start_run(service.backend, "wfr_pages")
+    for n in range(22):
+        await register(service, "wfr_pages", f"evt-{n:02}", "2h")
+    await waiters.expire(service, clock.now_ms())  # the first sweep: nothing missing
+    for n in (1, 9, 10, 21):  # pages 1, 3, 3 and 6 of 4 waiters (key order)
+        [record] = await service.backend.list_records(waiters.WAITER, f"evt-{n:02}\0")
+        key = waiters.Waiter.from_record(record).key
+        await waiter_index.unindex(service, "wfr_pages", record["deadline"], key)
+    assert len(await service.backend.list_records(waiter_index.DUE)) == 18
+    monkeypatch.setattr(waiter_index, "SWEEP_PAGE", 4)
+    monkeypatch.setattr(waiter_index, "SWEEP_BUDGET_SECONDS", 0)  # one page a pass
+    counting = counted(service, monkeypatch)
+    clock.advance(waiter_index.SWEEP_EVERY_MS)
+    dues, now = [], clock.now_ms()
+    while not dues or dues[-1] == now:
+        clock.advance(1000)
+        now = clock.now_ms()
+        counting.listed.clear()
+        counting.got.clear()
+        await waiters.expire(service, now)
+        assert [n for kind, n in counting.listed if kind == waiters.WAITER] in ([4], [2])
+        assert len([k for k in counting.got if k in waiter_index._KINDS]) <= 2 * 4
+        dues.append(service.passes_due[waiter_index.SWEEP])
+        assert await service.backend.get_setting(waiter_index._SWEPT) is not None
+    assert len(dues) == 6  # 22 waiters: five pages of 4, then the last 2
+    assert dues[-1] == now + waiter_index.SWEEP_EVERY_MS
+    assert await service.backend.get_setting(waiter_index._SWEPT) == str(now)
+    assert len(await service.backend.list_records(waiter_index.DUE)) == 22
+    assert len(await service.backend.list_records(waiter_index.OF_RUN)) == 22
+    counting.listed.clear()
+    clock.advance(waiter_index.SWEEP_EVERY_MS - 1)
+    service.passes_due.clear()  # a process started meanwhile: not due before the hour either
+    await waiters.expire(service, clock.now_ms())
+    assert waiters.WAITER not in {kind for kind, _ in counting.listed}
+
+
+async def test_a_sweep_under_way_is_taken_over_an_hour_after_its_last_pass(
+    alone: RelayService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process sweeping stops (a recycled Lambda container): others leave its sweep alone
+    for an hour after its last pass, then one of them goes on from where it got to."""
+    service, clock = alone, alone.clock
+    assert isinstance(clock, ManualClock)
+    await start_run(service.backend, "wfr_over")
+    for n in range(10):
+        await register(service, "wfr_over", f"evt-{n:02}", "3h")
+    monkeypatch.setattr(waiter_index, "SWEEP_PAGE", 4)
+    monkeypatch.setattr(waiter_index, "SWEEP_BUDGET_SECONDS", 0)
+    await waiters.expire(service, clock.now_ms())  # the first page, then this process is gone
+    stopped = clock.now_ms()
+    service.pass_marks.clear()
+    service.passes_due.clear()
+    counting = counted(service, monkeypatch)
+    clock.advance(waiter_index.SWEEP_EVERY_MS - 1)
+    await waiters.expire(service, clock.now_ms())
+    assert waiters.WAITER not in {kind for kind, _ in counting.listed}
+    assert service.passes_due[waiter_index.SWEEP] == stopped + waiter_index.SWEEP_EVERY_MS
+    clock.advance(1)
+    counting.listed.clear()
+    await waiters.expire(service, clock.now_ms())
+    assert counting.listed[0] == (waiters.WAITER, 4)  # the second page, not the first again
+    assert service.passes_due[waiter_index.SWEEP] == clock.now_ms()
+    clock.advance(1000)
+    counting.listed.clear()
+    await waiters.expire(service, clock.now_ms())
+    assert counting.listed[0] == (waiters.WAITER, 2)
+    assert await service.backend.get_setting(waiter_index._SWEPT) == str(clock.now_ms())
 
 
 async def store_as_an_old_version(
