@@ -199,7 +199,7 @@ _OUTCOMES = [str(s) for s in (MessageState.DELIVERED, MessageState.RETRY, Messag
 _LOG_SPAN = 60_000  # ms: the most a log page's pointers span (listing reads this far ahead)
 _PAGE_POINTERS = 400  # pointers per log page (~10 KB compressed at most)
 _EVENT_BODY_INLINE = 512  # chars of a response body kept in the message item's event
-_PURGE_RUNS = 100  # ended runs a purge call deletes
+_PURGE_READS = 100  # the runs' by-time index entries a purge call reads (~2 RRU a call)
 
 
 class LeaseDeferred(Exception):
@@ -291,6 +291,7 @@ class AwsBackend:
         retention_days: int = 30,
         record_visibility: int = 960_000,
         max_workers: int = 16,
+        purge_reads: int = _PURGE_READS,
     ) -> None:
         if not 0 <= max_sqs_delay <= SQS_MAX_DELAY:
             raise ValueError(f"max_sqs_delay must be 0 to {SQS_MAX_DELAY} seconds")
@@ -306,6 +307,7 @@ class AwsBackend:
         self.inline_body_limit = inline_body_limit if bucket else _INLINE_MAX
         self.retention_s = retention_days * 86_400
         self.record_visibility = record_visibility  # the queue's VisibilityTimeout, in ms
+        self.purge_reads = purge_reads  # the runs' index entries a purge call reads
         boto = session or boto3.session.Session()
         config = Config(max_pool_connections=max_workers, retries={"mode": "standard"})
         # (AWS_ENDPOINT_URL points them at a local stack.)
@@ -1605,10 +1607,10 @@ class AwsBackend:
         """Finished messages, their response bodies and log pages, DLQ entries and dedup ids
         carry ``expires_at`` (retention_days after they finished) and DynamoDB's TTL deletes
         them; runs carry none (a run may sleep longer than any retention): this deletes the
-        ones that ended before ``before``, with their entries, a hundred runs per call (fewer:
-        the sweep is done)."""
-        gone = await self._runs.purge(before, limit=_PURGE_RUNS)
-        return gone, gone == _PURGE_RUNS
+        ones that ended before ``before``, with their entries, reading ``purge_reads`` entries
+        of the runs' ``by-time`` index a call, from the oldest, each call going on from where
+        the last one stopped (in this process), until the runs created since ``before``."""
+        return await self._runs.purge(before, reads=self.purge_reads)
 
     async def copy_run(self, source: str, run: WorkflowRun, upto: int | None) -> None:
         await self._runs.copy(source, run, upto)

@@ -51,7 +51,11 @@ first filtered on ``st`` = RUN_STARTED. Read capacity grows with the runs listed
 and one partition takes ~1000 run creations + ends a second, enough for a relay.
 
 Runs and entries have no TTL: a run may sleep longer than any retention (the bucket's lifecycle,
-400 days, still bounds its large bodies).
+400 days, still bounds its large bodies). Retention (:meth:`Runs.purge`) reads the partition of
+``by-time`` from the oldest run, a bounded Query a call (filtered on ``st``: a run going on
+costs its index entry's read, ~0.5 RRU per 4 KB, and nothing more), fetches the ended runs'
+items (BatchGetItem) and deletes those that ended before the cutoff; the next call goes on
+after the last entry read, and a sweep ends at the runs created after the cutoff.
 """
 
 from __future__ import annotations
@@ -120,6 +124,7 @@ class Runs:
 
     def __init__(self, backend: AwsBackend) -> None:
         self._b = backend
+        self._purged_to: str | None = None  # the by-time ``gs`` a purge sweep goes on after
 
     # --- accepting ----------------------------------------------------------------------------
 
@@ -428,10 +433,9 @@ class Runs:
         filters: dict[str, str],
         wanted: int | None,
         keep: Any,
-        payloads: bool = True,
     ) -> list[WorkflowRun]:
         """Page through the runs' partition of ``by-time``, fetch the run items, keep those
-        ``keep`` accepts, until ``wanted`` (with their payloads, unless not ``payloads``)."""
+        ``keep`` accepts, until ``wanted`` (with their payloads)."""
         from relay.backends import aws
 
         b = self._b
@@ -469,7 +473,7 @@ class Runs:
                 if wanted is not None and len(found) >= wanted:
                     found = found[:wanted]
                     break
-        return await self._with_payloads(found) if payloads else found
+        return await self._with_payloads(found)
 
     async def _with_payloads(self, runs: list[WorkflowRun]) -> list[WorkflowRun]:
         b = self._b
@@ -543,19 +547,17 @@ class Runs:
 
     # --- retention ----------------------------------------------------------------------------
 
-    async def purge(self, before: int, *, limit: int) -> int:
-        """Delete up to ``limit`` runs that ended before ``before``, each with every item of its
-        partition (the run, its entries); how many runs went."""
+    async def purge(self, before: int, *, reads: int) -> tuple[int, bool]:
+        """Delete the runs that ended before ``before`` among the next ``reads`` entries of the
+        runs' ``by-time`` partition created before it (a superset of those ended before it),
+        from where the last call stopped, each with every item of its partition; how many runs
+        went, and whether the sweep goes on (False: it reached the runs created since, and the
+        next call starts over from the oldest)."""
         b = self._b
-        ended = await self._scan_index(
-            newest_first=False,
-            low=_order(0, ""),
-            high=_order(before, ""),  # created before it: a superset of those ended before it
-            filters={},
-            wanted=limit,
-            keep=lambda run: run.completed_at is not None and run.completed_at < before,
-            payloads=False,
-        )
+        entries, self._purged_to = await self._created_before(before, reads)
+        keys = [(entry["pk"]["S"], "W") for entry in entries]
+        runs = [_run(item, b"") for item in await b._batch_get(keys)] if keys else []
+        ended = [r for r in runs if r.completed_at is not None and r.completed_at < before]
         for run in ended:
             async for items in b._pages(
                 b._db.query,
@@ -565,7 +567,36 @@ class Runs:
                 ProjectionExpression="pk, sk",
             ):
                 await b._delete_all(items)
-        return len(ended)
+        return len(ended), self._purged_to is not None
+
+    async def _created_before(self, before: int, reads: int) -> tuple[list[Item], str | None]:
+        """One Query of at most ``reads`` index entries after ``_purged_to``, of runs created
+        before ``before``: those of ended runs (DynamoDB filters on the projected ``st``; the
+        entries it leaves out are read all the same), and the ``gs`` to go on after (None:
+        none are left)."""
+        from relay.backends import aws
+
+        b = self._b
+        low = _order(0, "") if self._purged_to is None else f"{self._purged_to}\0"  # the next
+        high = _order(before, "")
+        if low >= high:
+            return [], None
+        answer = await b._call(
+            b._db.query,
+            TableName=b.table,
+            IndexName=aws.TIME_INDEX,
+            KeyConditionExpression="gp = :gp AND gs BETWEEN :low AND :high",
+            FilterExpression="st <> :started",
+            ExpressionAttributeValues={
+                ":gp": _s(RUNS_GP),
+                ":low": _s(low),
+                ":high": _s(high),
+                ":started": _s(_STARTED),
+            },
+            Limit=reads,
+        )
+        last = answer.get("LastEvaluatedKey")
+        return answer.get("Items", []), None if last is None else last["gs"]["S"]
 
     # --- DLQ resume ---------------------------------------------------------------------------
 

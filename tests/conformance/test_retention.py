@@ -8,6 +8,7 @@ import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,8 @@ from relay.service import RelayService
 from relay.signing import SigningKeys
 from relay.workflows.model import RunState
 from tests.conformance.test_backend_port import _message
-from tests.conformance.test_runs_port import T0, _start
+from tests.conformance.test_runs_port import T0, _run, _start
+from tests.conformance.test_runs_port import _message as _run_message
 from tests.conftest import Api, Receiver
 
 DAY = 86_400_000
@@ -179,3 +181,55 @@ async def test_purge_due_comes_back_at_the_next_tick_until_a_sweep_is_done(
         assert await _kept(backend, more) == []
     finally:
         await backend.close()
+
+
+# --- the AWS runs purge's bound (a read of the runs' by-time index a call) ---------------------
+
+
+async def test_the_aws_runs_purge_reads_a_bounded_part_of_the_index_a_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many long-running runs created before the cutoff, ahead of ended ones: each purge call
+    reads at most ``purge_reads`` index entries and says a sweep is under way until it reaches
+    the runs created since; the calls delete every ended run, and the running ones stay."""
+    from relay.backends.aws import TIME_INDEX
+    from tests.conftest import aws_backend
+
+    with aws_backend(max_sqs_delay=0, purge_reads=10) as backend:
+        await backend.open()
+        try:
+            running = [f"wfr_a{i:03}" for i in range(35)]  # by-time order: creation, then id
+            ended = [f"wfr_b{i:03}" for i in range(6)]
+            for run_id in running + ended:
+                await _start(backend, run_id)
+            for run_id in ended:
+                await backend.end_run(run_id, RunState.RUN_SUCCESS, T0 + 1000)
+            newer = dataclasses.replace(_run("wfr_c000", "wfr_c000_init"), created_at=T0 + DAY)
+            init = _run_message("wfr_c000_init", "wfr_c000", body=b"{}")
+            await backend.accept_run_messages([init], [], T0 + DAY, 0, [newer])
+            scanned: list[int] = []
+            query = backend._db.query
+
+            def counted(**request: Any) -> Any:
+                answer = query(**request)
+                if request.get("IndexName") == TIME_INDEX:
+                    scanned.append(answer["ScannedCount"])
+                return answer
+
+            monkeypatch.setattr(backend._db, "query", counted)
+            gone = await _sweep(backend, T0 + 2000)
+            assert sum(gone) == 6 and max(scanned) <= 10
+            assert len(scanned) == len(gone) >= 5  # 41 entries before the cutoff, 10 a call
+            assert gone[:3] == [0, 0, 0]  # the running head: nothing went, but more to look at
+            for run_id in ended:
+                assert await backend.get_run(run_id) is None
+                assert await backend.run_entries(run_id) == []
+            for run_id in [*running, "wfr_c000"]:
+                run = await backend.get_run(run_id)
+                assert run is not None and run.state == RunState.RUN_STARTED
+            # The next sweep starts over from the oldest.
+            await backend.end_run("wfr_a000", RunState.RUN_FAILED, T0 + 1000)
+            assert await backend.purge(T0 + 2000, T0 + 2000) == (1, True)
+            assert await backend.get_run("wfr_a000") is None
+        finally:
+            await backend.close()

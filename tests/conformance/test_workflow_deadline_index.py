@@ -215,7 +215,8 @@ async def test_a_sweep_reads_a_page_a_pass_and_goes_on_at_the_next_until_done(
     monkeypatch.setattr(waiter_index, "SWEEP_BUDGET_SECONDS", 0)  # one page a pass
     counting = counted(service, monkeypatch)
     clock.advance(waiter_index.SWEEP_EVERY_MS)
-    dues, now = [], clock.now_ms()
+    dues: list[int] = []
+    now = clock.now_ms()
     while not dues or dues[-1] == now:
         clock.advance(1000)
         now = clock.now_ms()
