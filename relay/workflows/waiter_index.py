@@ -13,10 +13,10 @@ serving during a rolling deploy) would never time out: the *sweep* (``sweep``) r
 waiters in key order, a page at a time, reads each one's two entries by key and puts those
 missing (``index_missing``, by ``index``: the rule a wait follows). A pass sweeps for at most
 ``SWEEP_BUDGET_SECONDS``; a sweep not done goes on at the process's next pass, from the key it
-got to (kept in the setting ``_SWEPT``, with the claim that lets one process sweep at a time);
-the next sweep starts an hour after one is done. Listing the index key ranges instead would not
-bound the work: a page of waiters (ordered by event id) has deadlines and runs all over both
-indexes. The first sweep on a store is the migration to the indexes.
+got to (kept in the setting ``_SWEEP_AT``, beside the claim ``_SWEPT`` that lets one process
+sweep at a time); the next sweep starts an hour after one is done. Listing the index key
+ranges instead would not bound the work: a page of waiters (ordered by event id) has deadlines
+and runs all over both indexes. The first sweep on a store is the migration to the indexes.
 
 Wake-ups: a backend that brings them (``wake_reach``: AWS, by SQS delay, up to 15 minutes ahead)
 gets one per deadline, and the delivery runtime runs ``waiters.expire`` for it (``TIMER``). A wait
@@ -40,7 +40,8 @@ _KINDS = (DUE, OF_RUN)
 TIMER = "workflow_waiter"  # the wake-up's name: the delivery runtime runs ``waiters.expire``
 _ARMED = "workflow_waiters_armed"  # setting: passes sent the wake-ups of deadlines up to it (ms)
 SWEEP = "workflow-waiter-sweep"  # its name in RelayService.passes_due
-_SWEPT = "workflow_waiters_swept"  # setting: how far the sweep got, and when (``_sweep_from``)
+_SWEPT = "workflow_waiters_swept"  # setting: when (ms) a pass last swept (``_sweep_from``)
+_SWEEP_AT = "workflow_waiters_sweep_at"  # setting: the waiter key a sweep under way got to
 SWEEP_EVERY_MS = 3_600_000  # from a sweep done to the next
 SWEEP_PAGE = 100  # waiters listed at a time (on DynamoDB one Query page, ~100 KB at most)
 SWEEP_BUDGET_SECONDS = 2.0  # the most one pass spends sweeping (give or take one page)
@@ -140,9 +141,12 @@ async def sweep(service: RelayService, now: int, waiters_after: Page) -> int:
             position = page[-1].key
         if done or time.monotonic() >= ends:
             break
-    value = str(now) if done else f"{now} {position}"
-    going_on = await _mark(service, mark, value) and not done
-    service.passes_due[SWEEP] = now if going_on else now + SWEEP_EVERY_MS
+    held = await _mark(service, mark, str(now))
+    if held and not done:
+        await service.backend.put_setting(_SWEEP_AT, position)
+    elif held:
+        await service.backend.delete_setting(_SWEEP_AT)
+    service.passes_due[SWEEP] = now if held and not done else now + SWEEP_EVERY_MS
     return found
 
 
@@ -150,25 +154,29 @@ async def _sweep_from(service: RelayService, now: int) -> tuple[str, str] | None
     """Whether this pass sweeps: the setting ``_SWEPT`` as this pass holds it, and the key
     the sweep goes on after ("": the first waiter); None: not this pass.
 
-    ``_SWEPT`` is ``<ms>`` when a sweep was done then, ``<ms> <key>`` while one is under way
-    (its last pass then, and how far it got). The process that stored it goes on at its next
-    pass; any other due starts the next sweep an hour after one was done, or takes one under way
-    over (from where it got to) an hour after its last pass, by a compare-and-set that one of
-    them wins (passes at the same ms may both win, and sweep alike). Otherwise one dict
-    look-up, or once an hour a read of the setting."""
+    ``_SWEPT`` says when (ms) a pass last swept, ``_SWEEP_AT`` how far a sweep under way got
+    (absent: none is). The process that stored ``_SWEPT`` goes on at its next pass; any other
+    due starts the next sweep an hour after one was done, or takes one under way over (from
+    where it got to) an hour after its last pass, by a compare-and-set that one of them wins
+    (passes at the same ms may both win, and sweep alike). Otherwise one dict look-up, or once
+    an hour a read of the setting. (``_SWEPT`` stays a number: the versions before
+    ``_SWEEP_AT`` read it so.)"""
     if now < service.passes_due.get(SWEEP, 0):
         return None
-    stored = await service.backend.get_setting(_SWEPT)
-    at, under_way, position = (stored or "").partition(" ")
-    held = service.pass_marks.get(SWEEP)
-    if under_way and held is not None and held == stored:
-        return held, position
-    if stored is not None and now < int(at) + SWEEP_EVERY_MS:
-        service.passes_due[SWEEP] = int(at) + SWEEP_EVERY_MS
+    db = service.backend
+    stored = await db.get_setting(_SWEPT)
+    if stored is not None and stored == service.pass_marks.get(SWEEP):
+        position = await db.get_setting(_SWEEP_AT)
+        if position is not None:
+            return stored, position
+    if stored is not None and now < int(stored) + SWEEP_EVERY_MS:
+        service.passes_due[SWEEP] = int(stored) + SWEEP_EVERY_MS
         return None
     service.passes_due[SWEEP] = now + SWEEP_EVERY_MS
-    claim = f"{now} {position}"
-    return (claim, position) if await _mark(service, stored, claim) else None
+    claim = str(now)
+    if not await _mark(service, stored, claim):
+        return None
+    return claim, await db.get_setting(_SWEEP_AT) or ""
 
 
 async def _mark(service: RelayService, stored: str | None, value: str) -> bool:

@@ -226,10 +226,12 @@ async def test_a_sweep_reads_a_page_a_pass_and_goes_on_at_the_next_until_done(
         assert [n for kind, n in counting.listed if kind == waiters.WAITER] in ([4], [2])
         assert len([k for k in counting.got if k in waiter_index._KINDS]) <= 2 * 4
         dues.append(service.passes_due[waiter_index.SWEEP])
-        assert await service.backend.get_setting(waiter_index._SWEPT) is not None
+        # A number, as the versions before the sweep went in pages read it; and how far it got.
+        assert await service.backend.get_setting(waiter_index._SWEPT) == str(now)
+        at = await service.backend.get_setting(waiter_index._SWEEP_AT)
+        assert (at is None) == (dues[-1] > now)
     assert len(dues) == 6  # 22 waiters: five pages of 4, then the last 2
     assert dues[-1] == now + waiter_index.SWEEP_EVERY_MS
-    assert await service.backend.get_setting(waiter_index._SWEPT) == str(now)
     assert len(await service.backend.list_records(waiter_index.DUE)) == 22
     assert len(await service.backend.list_records(waiter_index.OF_RUN)) == 22
     counting.listed.clear()
@@ -253,6 +255,8 @@ async def test_a_sweep_under_way_is_taken_over_an_hour_after_its_last_pass(
     monkeypatch.setattr(waiter_index, "SWEEP_BUDGET_SECONDS", 0)
     await waiters.expire(service, clock.now_ms())  # the first page, then this process is gone
     stopped = clock.now_ms()
+    third = waiters.waiter_key("evt-03", "wfr_over", STEP["stepId"])
+    assert await service.backend.get_setting(waiter_index._SWEEP_AT) == third
     service.pass_marks.clear()
     service.passes_due.clear()
     counting = counted(service, monkeypatch)
@@ -264,6 +268,8 @@ async def test_a_sweep_under_way_is_taken_over_an_hour_after_its_last_pass(
     counting.listed.clear()
     await waiters.expire(service, clock.now_ms())
     assert counting.listed[0] == (waiters.WAITER, 4)  # the second page, not the first again
+    seventh = waiters.waiter_key("evt-07", "wfr_over", STEP["stepId"])
+    assert await service.backend.get_setting(waiter_index._SWEEP_AT) == seventh
     assert service.passes_due[waiter_index.SWEEP] == clock.now_ms()
     clock.advance(1000)
     counting.listed.clear()
