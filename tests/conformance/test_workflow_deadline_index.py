@@ -16,9 +16,7 @@ import orjson
 import pytest
 
 from relay import protocol as p
-from relay.backends.aws import AwsBackend
 from relay.backends.base import Backend
-from relay.backends.sqlite import SqliteBackend
 from relay.clock import ManualClock
 from relay.config import Settings
 from relay.server import EmbeddedRelay
@@ -75,18 +73,6 @@ async def register(
     await waiters.wait(service, event_id, headers, orjson.dumps(body))
 
 
-async def forget_setting(backend: Backend, name: str) -> None:
-    """Make the store one written before a setting existed (no port call removes one)."""
-    if isinstance(backend, SqliteBackend):
-        sql = "DELETE FROM settings WHERE name = ?"
-        await backend._conn.run(lambda c: c.execute(sql, (name,)))
-    else:
-        assert isinstance(backend, AwsBackend)
-        key = {"pk": {"S": f"S#{name}"}, "sk": {"S": "S"}}
-        await backend._call(backend._db.delete_item, TableName=backend.table, Key=key)
-    assert await backend.get_setting(name) is None
-
-
 async def test_expire_reads_the_due_entries_and_the_next_not_every_waiter(
     api: Api,
     receiver: Receiver,
@@ -126,7 +112,7 @@ async def test_waiters_stored_before_the_index_are_indexed_by_the_first_sweep_an
     due_key = waiter_index.due_key(entry["deadline"], entry["key"])
     assert await backend.delete_record(waiter_index.DUE, due_key)
     assert await backend.delete_record(waiter_index.OF_RUN, f"wfr_old\0{due_key}")
-    await forget_setting(backend, "workflow_waiters_swept")
+    await backend.delete_setting("workflow_waiters_swept")
     relay.service.passes_due.clear()  # a process started on that store
     clock.advance(5000)
     now = clock.now_ms()
