@@ -336,6 +336,28 @@ class QueueStats:
         return self.due + self.waiting + self.in_flight
 
 
+@dataclass(frozen=True, slots=True)
+class MessageCounts:
+    """Stored messages per state (states with none may be left out). Exact when ``segments`` is
+    1; else estimated from one of ``segments`` equal parts of the store (the part's counts times
+    ``segments``). ``max_age``: seconds the backend may keep counts before it reads them again."""
+
+    by_state: dict[MessageState, int] = field(default_factory=dict)
+    segments: int = 1
+    max_age: int = 0
+
+    @property
+    def exact(self) -> bool:
+        return self.segments == 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_state.values())
+
+    def get(self, state: MessageState) -> int:
+        return self.by_state.get(state, 0)
+
+
 @dataclass(slots=True)
 class MessageQuery:
     """Filters of the console's message list: messages newest first; lists hold OR-ed values,

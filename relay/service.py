@@ -23,6 +23,7 @@ from relay.models import (
     Event,
     EventQuery,
     Message,
+    MessageCounts,
     MessageQuery,
     MessageState,
     Page,
@@ -611,7 +612,7 @@ class RelayService:
         """Messages newest first, filtered, without their bodies."""
         return await self.backend.list_messages(query)
 
-    async def count_messages(self) -> dict[MessageState, int]:
+    async def count_messages(self) -> MessageCounts:
         return await self.backend.count_messages()
 
     async def delivery_stats(self, *, buckets: int = 60, bucket_ms: int = 60_000) -> DeliveryStats:

@@ -76,6 +76,7 @@ import secrets
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -87,7 +88,7 @@ from collections.abc import (
 )
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import boto3
 import orjson
@@ -107,6 +108,7 @@ from relay.models import (
     EventQuery,
     Lease,
     Message,
+    MessageCounts,
     MessageQuery,
     MessageState,
     Outcome,
@@ -200,6 +202,15 @@ _LOG_SPAN = 60_000  # ms: the most a log page's pointers span (listing reads thi
 _PAGE_POINTERS = 400  # pointers per log page (~10 KB compressed at most)
 _EVENT_BODY_INLINE = 512  # chars of a response body kept in the message item's event
 _PURGE_READS = 100  # the runs' by-time index entries a purge call reads (~2 RRU a call)
+# The console's counts by state (count_messages): DynamoDB keeps no counts, so a count scans one
+# of N segments of the table, N the power of two that leaves _COUNT_SAMPLE to twice as many items
+# in it (N = 1, the whole table, under twice _COUNT_SAMPLE items). At ~1 KB an item that is
+# 250-500 read units (~$0.00006 at most), 2-4 pages, well under a second; its thousand-odd message
+# items put the total within a few percent (a rare state's count less surely).
+_COUNT_SAMPLE = 2_000
+_MAX_SEGMENTS = 2**19  # DynamoDB allows TotalSegments up to 1,000,000
+_COUNTS_KEPT = 60  # s a count is kept per process: the overview asks every 10 s, per open tab
+_SIZE_KEPT = 3_600  # s DescribeTable's ItemCount is kept (AWS refreshes it about every 6 hours)
 
 
 class LeaseDeferred(Exception):
@@ -269,6 +280,22 @@ class _Refused:
     hide_seconds: int | None = None
 
 
+class _Kept(Generic[T]):
+    """A value read again only once it is ``seconds`` old (one read at a time)."""
+
+    def __init__(self, seconds: float, read: Callable[[], Awaitable[T]]) -> None:
+        self.seconds = seconds
+        self._read = read
+        self._lock = asyncio.Lock()
+        self._kept: tuple[float, T] | None = None  # (monotonic s when read, value)
+
+    async def get(self) -> T:
+        async with self._lock:
+            if self._kept is None or time.monotonic() - self._kept[0] >= self.seconds:
+                self._kept = (time.monotonic(), await self._read())
+            return self._kept[1]
+
+
 class AwsBackend:
     """The `Backend` port on DynamoDB + SQS (+ S3 for bodies over ``inline_body_limit``).
 
@@ -292,6 +319,7 @@ class AwsBackend:
         record_visibility: int = 960_000,
         max_workers: int = 16,
         purge_reads: int = _PURGE_READS,
+        count_sample: int = _COUNT_SAMPLE,
     ) -> None:
         if not 0 <= max_sqs_delay <= SQS_MAX_DELAY:
             raise ValueError(f"max_sqs_delay must be 0 to {SQS_MAX_DELAY} seconds")
@@ -308,6 +336,7 @@ class AwsBackend:
         self.retention_s = retention_days * 86_400
         self.record_visibility = record_visibility  # the queue's VisibilityTimeout, in ms
         self.purge_reads = purge_reads  # the runs' index entries a purge call reads
+        self.count_sample = count_sample  # items a count reads (up to twice as many)
         boto = session or boto3.session.Session()
         config = Config(max_pool_connections=max_workers, retries={"mode": "standard"})
         # (AWS_ENDPOINT_URL points them at a local stack.)
@@ -320,6 +349,8 @@ class AwsBackend:
         self._next_wait: float = 0  # earliest due in DynamoDB as last seen (0: look)
         self._gates = Gates(self)  # queues and flow control (aws_gates)
         self._runs = Runs(self)  # workflow runs (aws_runs)
+        self._counts = _Kept(_COUNTS_KEPT, self._count)
+        self._table_items = _Kept(_SIZE_KEPT, self._describe_items)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **kwargs: Any) -> AwsBackend:
@@ -1020,9 +1051,12 @@ class AwsBackend:
         return False
 
     async def find_pending(self, query: PendingQuery) -> list[str]:
-        """A Scan of the table for unfinished message items, filtered here on their records:
-        read capacity grows with the table (no index lists pending messages), which bulk cancel
-        by filter, rare, accepts rather than an index every message write would pay for."""
+        """A Scan of the whole table for unfinished message items, filtered here on their
+        records, exact (it decides what is cancelled): no index lists pending messages, and bulk
+        cancel by filter, rare, accepts that rather than an index every message write would pay
+        for. Every item is read: 0.5 read unit per 4 KB, so 30 days at a million messages a day
+        (~30 GB) cost ~$0.47 a call and take minutes — past the API Lambda's 29 s, where such a
+        call fails before it cancels anything."""
         found: list[str] = []
         async for items in self._pages(
             self._db.scan,
@@ -1553,21 +1587,38 @@ class AwsBackend:
         items = [f.message for f in page]
         return Page(items=items, cursor=cursor)
 
-    async def count_messages(self) -> dict[MessageState, int]:
-        """A Scan of the whole table (DynamoDB keeps no counts): read capacity grows with the
-        table, so the console asks for it only on its overview."""
-        counts: dict[MessageState, int] = {}
+    async def count_messages(self) -> MessageCounts:
+        """Counts kept :data:`_COUNTS_KEPT` s, from a Scan of the whole table while it holds
+        under twice ``count_sample`` items (by DescribeTable's ItemCount), else of one of N
+        segments (:meth:`_segments`). Segments split the partition keys' hash space, so with
+        message keys of random ids one is a fair sample: a bounded read whatever the table."""
+        return await self._counts.get()
+
+    async def _count(self) -> MessageCounts:
+        segments = self._segments(await self._table_items.get())
+        part = {"Segment": 0, "TotalSegments": segments} if segments > 1 else {}
+        counts: Counter[MessageState] = Counter()
         async for items in self._pages(
             self._db.scan,
             TableName=self.table,
             FilterExpression="sk = :m",
             ProjectionExpression="st",
             ExpressionAttributeValues={":m": _s("M")},
+            **part,
         ):
-            for item in items:
-                state = MessageState(item["st"]["S"])
-                counts[state] = counts.get(state, 0) + 1
-        return counts
+            counts.update(MessageState(item["st"]["S"]) for item in items)
+        by_state = {state: n * segments for state, n in counts.items()}
+        return MessageCounts(by_state, segments, _COUNTS_KEPT)
+
+    def _segments(self, table_items: int) -> int:
+        """N, the power of two that leaves ``count_sample`` to twice as many items a segment
+        (1: the table is small enough to read whole)."""
+        ratio = table_items // max(self.count_sample, 1)
+        return min(1 << (ratio.bit_length() - 1), _MAX_SEGMENTS) if ratio > 1 else 1
+
+    async def _describe_items(self) -> int:
+        answer = await self._call(self._db.describe_table, TableName=self.table)
+        return int(answer["Table"].get("ItemCount", 0))
 
     async def list_outcomes(self, since: int, limit: int) -> list[Outcome]:
         low, high = _bounds(since, None, None)

@@ -21,6 +21,7 @@ from relay.models import (
     EventQuery,
     Lease,
     Message,
+    MessageCounts,
     MessageQuery,
     MessageState,
     Outcome,
@@ -163,8 +164,9 @@ class Backend(Protocol):
         """Messages, newest first, filtered; ``Page.items`` are Message without their bodies
         (``b""``: ``get_message`` has it)."""
 
-    async def count_messages(self) -> dict[MessageState, int]:
-        """How many stored messages are in each state (states with none may be left out)."""
+    async def count_messages(self) -> MessageCounts:
+        """How many stored messages are in each state: exact, or (a large store that keeps no
+        counts) an estimate from a sample, which says so."""
 
     async def list_outcomes(self, since: int, limit: int) -> list[Outcome]:
         """The attempt outcomes (DELIVERED, RETRY and FAILED events) at or after ``since``,

@@ -33,6 +33,7 @@ from relay.models import (
     EventQuery,
     Lease,
     Message,
+    MessageCounts,
     MessageQuery,
     MessageState,
     Outcome,
@@ -737,10 +738,10 @@ class SqliteBackend:
 
         return await self._read(op)
 
-    async def count_messages(self) -> dict[MessageState, int]:
-        def op(c: sqlite3.Connection) -> dict[MessageState, int]:
+    async def count_messages(self) -> MessageCounts:
+        def op(c: sqlite3.Connection) -> MessageCounts:
             rows = c.execute("SELECT state, COUNT(*) FROM messages GROUP BY state")
-            return {MessageState(state): count for state, count in rows}
+            return MessageCounts({MessageState(state): count for state, count in rows})
 
         return await self._read(op)
 

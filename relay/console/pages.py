@@ -246,8 +246,9 @@ async def _figures(ctx: Context) -> dict[str, Any]:
         ],
     }
     return {
-        "counts": [(state, counts.get(state, 0)) for state in MessageState],
-        "total": sum(counts.values()),
+        "counts": [(state, counts.get(state)) for state in MessageState],
+        "total": counts.total,
+        "counted": counts,
         "stats": stats,
         "throughput": throughput,
         "latency": latency,

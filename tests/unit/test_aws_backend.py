@@ -1,7 +1,8 @@
 """AWS-only behaviour, on moto: long delays and backoffs wait in DynamoDB until the ticker moves
 them to SQS with the delay left, large bodies live in S3, dedup holds under races, stale SQS
-copies are dropped, the Lambda path leaves deletion to the event source, and what one message
-costs in AWS requests."""
+copies are dropped, the Lambda path leaves deletion to the event source, what one message
+costs in AWS requests, and the console's counts of a large table read one segment of it, kept a
+minute."""
 
 from __future__ import annotations
 
@@ -497,3 +498,48 @@ async def test_large_response_body_is_kept_beside_the_message_item(aws: AwsBacke
     for query in (EventQuery(message_ids=["msg_big"]), EventQuery()):
         [delivered, _active] = (await aws.list_events(query)).items
         assert delivered.detail["responseBody"] == body
+
+
+class Scans:
+    """The table's Scan calls (botocore hooks): their segment and the items each read."""
+
+    def __init__(self, backend: AwsBackend) -> None:
+        self.segments: list[tuple[int, int] | None] = []
+        self.scanned = 0
+        events = backend._db.meta.events
+        events.register("provide-client-params.dynamodb.Scan", self._request)
+        events.register("after-call.dynamodb.Scan", self._answer)
+
+    def _request(self, params: dict[str, Any], **_: Any) -> None:
+        part = params.get("Segment"), params.get("TotalSegments")
+        self.segments.append(None if part == (None, None) else part)  # type: ignore[arg-type]
+
+    def _answer(self, parsed: dict[str, Any], **_: Any) -> None:
+        self.scanned += parsed["ScannedCount"]
+
+
+async def test_counts_of_a_large_table_read_one_segment_and_are_kept() -> None:
+    with aws_backend(count_sample=100) as aws:
+        messages = [_message(f"msg_n{i:03d}") for i in range(400)]
+        for start in range(0, 400, 100):
+            await aws.accept(messages[start : start + 100], [], T0, 0)
+        await aws.cancel([m.id for m in messages[:100]], T0)
+        table_items = aws._db.describe_table(TableName="relay")["Table"]["ItemCount"]
+        assert 400 <= table_items < 800  # moto's ItemCount is live (AWS's, ~6 hours old)
+        calls, scans = Calls(aws), Scans(aws)
+
+        counts = await aws.count_messages()
+        assert (counts.segments, counts.exact, counts.max_age) == (4, False, 60)
+        assert scans.segments == [(0, 4)]  # one page: a quarter of the table
+        assert scans.scanned <= table_items / 4 * 1.5
+        truth = {MessageState.CREATED: 300, MessageState.CANCELED: 100}
+        assert set(counts.by_state) == set(truth)
+        for state, n in truth.items():
+            assert n / 2 <= counts.get(state) <= n * 1.5, (state, counts.get(state))
+        assert calls.take() == {"DescribeTable": 1, "Scan": 1}
+
+        assert await aws.count_messages() == counts  # kept: no request at all
+        assert calls.take() == {}
+        aws._counts.seconds = 0  # counts out of date: scanned again, the table's size is kept
+        assert await aws.count_messages() == counts
+        assert calls.take() == {"Scan": 1}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from relay.backends.sqlite import SqliteBackend
-from relay.models import Event, Message, MessageState
+from relay.models import Event, Message, MessageCounts, MessageState
 
 
 def _message(i: int) -> Message:
@@ -48,7 +48,7 @@ async def test_outcomes_are_those_of_the_window_even_slightly_out_of_order(
         assert got[0][2] == 1_999  # newest first
         assert len(await backend.list_outcomes(since, 5)) == 5
         assert await backend.list_outcomes(base + 10**9, 10) == []
-        assert await backend.count_messages() == {MessageState.CREATED: 1}
+        assert await backend.count_messages() == MessageCounts({MessageState.CREATED: 1})
     finally:
         await backend.close()
 
@@ -58,6 +58,6 @@ async def test_an_empty_database_has_no_outcomes(tmp_path: Path) -> None:
     await backend.open()
     try:
         assert await backend.list_outcomes(0, 10) == []
-        assert await backend.count_messages() == {}
+        assert await backend.count_messages() == MessageCounts()
     finally:
         await backend.close()
