@@ -34,6 +34,7 @@ from aiohttp import web
 
 from infra import moto_fixes
 from infra.meter import AwsMeter
+from infra.policies import Denied, Policies, PolicyWatch
 from infra.stack import Deployed, LocalStack
 from infra.template import Function, Transformed, rate_seconds, transform_template
 
@@ -68,11 +69,14 @@ class Invocations:
 
 
 class Container:
-    """One function's execution environment: its module, loaded on its own, on one thread."""
+    """One function's execution environment: its module, loaded on its own, on one thread.
+    With a ``watch``, the AWS calls of clients made while it loads or runs are checked against
+    the function's policy."""
 
-    def __init__(self, function: Function, name: str) -> None:
+    def __init__(self, function: Function, name: str, watch: PolicyWatch | None = None) -> None:
         self.function = function
         self.name = name
+        self.watch = watch
         self.module: ModuleType
         self.handler: Any
         self._load()
@@ -80,7 +84,16 @@ class Container:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=function.logical_id)
         self.invocations = Invocations()
 
+    def _acting(self) -> contextlib.AbstractContextManager[None]:
+        if self.watch is None:
+            return contextlib.nullcontext()
+        return self.watch.acting_as(self.function.logical_id)
+
     def _load(self) -> None:
+        with self._acting():  # module-level code is the function's too (a cold start)
+            self._exec_module()
+
+    def _exec_module(self) -> None:
         module_name, _, attr = self.function.handler.rpartition(".")
         path = self.function.code_dir / f"{module_name}.py"
         spec = importlib.util.spec_from_file_location(f"_lambda_{self.function.logical_id}", path)
@@ -106,7 +119,8 @@ class Container:
     def _call(self, event: dict[str, Any]) -> Any:
         started = time.perf_counter()
         try:
-            result = self.handler(event, LambdaContext(self.function, self.name))
+            with self._acting():
+                result = self.handler(event, LambdaContext(self.function, self.name))
             self.invocations.results.append(result)
             return result
         except Exception:
@@ -388,6 +402,7 @@ class LocalAws:
         self.visibility_timeout = visibility_timeout
         self.stack_name = stack_name
         self.meter: AwsMeter | None = None
+        self.policy_watch: PolicyWatch | None = None
         self._want_meter = meter
         self.containers: dict[str, Container] = {}
         self.event_sources: list[SqsEventSource] = []
@@ -453,8 +468,16 @@ class LocalAws:
             self.meter = AwsMeter(self.endpoint_url).install()
 
         t = self.transformed
+        self.policy_watch = PolicyWatch(
+            Policies.of_stack(
+                self.deployed.statements,
+                {name: function.managed_policies for name, function in t.functions.items()},
+            )
+        )
         for name, function in t.functions.items():
-            self.containers[name] = Container(function, f"{self.stack_name}-{name}")
+            self.containers[name] = Container(
+                function, f"{self.stack_name}-{name}", self.policy_watch
+            )
         for trigger, queue_url in zip(
             t.sqs_triggers, self.deployed.trigger_queue_urls, strict=True
         ):
@@ -498,6 +521,11 @@ class LocalAws:
                 await container.invoke(event)
             except Exception:
                 log.exception("the scheduler function failed")
+
+    @property
+    def denied(self) -> list[Denied]:
+        """The AWS calls the functions made that their policies in template.yaml do not allow."""
+        return [] if self.policy_watch is None else list(self.policy_watch.denied)
 
     def token_and_keys(self) -> tuple[str, str, str]:
         """The credentials the stack serves with (as `relay aws-env` reads them)."""

@@ -72,11 +72,13 @@ def _substitute(node: Any, refs: dict[str, str], arns: dict[str, str]) -> Any:
 
 @dataclass
 class Deployed:
-    """The stack as the emulator needs it: each function's environment and the queues."""
+    """The stack as the emulator needs it: each function's environment and the queues (and
+    its role's inline policy statements, resources resolved to this stack's ARNs)."""
 
     environments: dict[str, dict[str, str]]
     trigger_queue_urls: list[str]
     physical: dict[str, str] = field(default_factory=dict)  # logical id → physical id
+    statements: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class LocalStack:
@@ -123,6 +125,10 @@ class LocalStack:
             name: _collect(_substitute(fn.environment, env_refs, emulated_arns), outputs)
             for name, fn in t.functions.items()
         }
+        statements = {
+            name: _collect(_substitute(fn.statements, env_refs, emulated_arns), outputs)
+            for name, fn in t.functions.items()
+        }
         queues = [_collect(trigger.queue_arn, outputs) for trigger in t.sqs_triggers]
         later_props = {
             name: _collect(decide(resource.get("Properties", {}), t.conditions), outputs)
@@ -164,6 +170,7 @@ class LocalStack:
                 for arn in queues
             ],
             physical=physical,
+            statements={name: _fill(found, values) for name, found in statements.items()},
         )
 
     def _apply_ttl(self, resources: dict[str, Any], physical: dict[str, str]) -> None:

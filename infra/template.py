@@ -74,6 +74,9 @@ class Function:
     timeout: int
     memory_mb: int
     environment: dict[str, Any]
+    # Its role's inline policy statements (intrinsics unresolved) and managed policy ARNs.
+    statements: list[dict[str, Any]] = field(default_factory=list)
+    managed_policies: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -237,6 +240,7 @@ def transform_template(
         if not conditions.get(resource.get("Condition", ""), True):
             continue
         if kind == "AWS::Lambda::Function":
+            role = _role(cfn["Resources"], props.get("Role"))
             result.functions[name] = Function(
                 logical_id=name,
                 code_dir=code_dirs[name],
@@ -244,6 +248,12 @@ def transform_template(
                 timeout=int(props.get("Timeout", 3)),
                 memory_mb=int(props.get("MemorySize", 128)),
                 environment=props.get("Environment", {}).get("Variables", {}),
+                statements=[
+                    statement
+                    for policy in role.get("Policies", [])
+                    for statement in _as_list(policy["PolicyDocument"]["Statement"])
+                ],
+                managed_policies=list(role.get("ManagedPolicyArns", [])),
             )
         elif kind == "AWS::Lambda::EventSourceMapping":
             result.sqs_triggers.append(
@@ -267,6 +277,18 @@ def transform_template(
         elif kind == "AWS::Lambda::Url":
             result.api_function = props["TargetFunctionArn"]["Fn::GetAtt"][0]
     return result
+
+
+def _role(resources: dict[str, Any], role: Any) -> dict[str, Any]:
+    """The properties of the template's role a function's ``Role`` names (none: empty)."""
+    if isinstance(role, dict) and "Fn::GetAtt" in role:
+        found: dict[str, Any] = resources[role["Fn::GetAtt"][0]].get("Properties", {})
+        return found
+    return {}
+
+
+def _as_list(node: Any) -> list[Any]:
+    return node if isinstance(node, list) else [node]
 
 
 def rate_seconds(expression: str) -> int:

@@ -16,7 +16,7 @@ import functools
 import inspect
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,14 @@ if TYPE_CHECKING:
 # The emulated stack's template parameters for tests: the SQS event source invokes at once
 # instead of gathering records for the template's default 1 s (which only adds latency here).
 QUICK_STACK = {"DeliverBatchingWindow": "0"}
+
+
+def assert_within_policies(denied: Iterable[object]) -> None:
+    """At a local stack's teardown: fail if a function made an AWS call that its IAM policy in
+    template.yaml does not allow (moto allows everything; infra/policies.py checks)."""
+    found = [str(call) for call in denied]
+    assert not found, "calls the functions' policies do not allow:\n" + "\n".join(found)
+
 
 MOTO_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",

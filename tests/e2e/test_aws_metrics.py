@@ -16,7 +16,7 @@ import pytest
 from infra.dev_aws import DEV_CREDENTIALS
 from infra.emulator import LocalAws
 from relay import protocol as p
-from tests.conftest import QUICK_STACK, Receiver
+from tests.conftest import QUICK_STACK, Receiver, assert_within_policies
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +30,7 @@ async def stack() -> AsyncIterator[LocalAws]:
         yield local
     finally:
         await local.stop()
+    assert_within_policies(local.denied)
 
 
 def _emf(output: str) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from infra.emulator import LocalAws
 from relay import protocol as p
 from relay.backends.aws import AwsBackend
 from relay.models import Lease, Settlement
-from tests.conftest import QUICK_STACK, OfficialVerdicts, Receiver
+from tests.conftest import QUICK_STACK, OfficialVerdicts, Receiver, assert_within_policies
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +44,7 @@ async def stack() -> AsyncIterator[LocalAws]:
         yield local
     finally:
         await local.stop()
+    assert_within_policies(local.denied)
 
 
 async def wait_until(predicate: Any, timeout: float = 20) -> None:

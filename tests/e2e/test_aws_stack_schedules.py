@@ -21,7 +21,7 @@ from infra.emulator import LocalAws
 from relay import protocol as p
 from relay.aws_runtime import LambdaRuntime, Relay, open_relay
 from relay.clock import OffsetClock
-from tests.conftest import QUICK_STACK, OfficialVerdicts, Receiver
+from tests.conftest import QUICK_STACK, OfficialVerdicts, Receiver, assert_within_policies
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +46,7 @@ async def stack() -> AsyncIterator[tuple[LocalAws, int]]:
         yield local, minute
     finally:
         await local.stop()
+    assert_within_policies(local.denied)
 
 
 async def test_official_sdk_schedule_fired_by_the_scheduler_lambda(

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from infra.policies import DENIED
+from tests.conftest import assert_within_policies
 from tests.e2e.process import RelayProcess
 from tests.workflows.apps import Target
 
@@ -74,6 +76,9 @@ def aws_stack(tmp: Path) -> Iterator[Target]:
             process.kill()
             process.wait()
         log.close()
+    # dev-aws logs each call a function's policy does not allow (infra/policies.py).
+    text = (tmp / "dev-aws.log").read_text()
+    assert_within_policies(line for line in text.splitlines() if DENIED in line)
 
 
 TARGETS: dict[str, Callable[[Path], AbstractContextManager[Target]]] = {
