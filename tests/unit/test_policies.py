@@ -68,9 +68,12 @@ def test_denied_by_action(policies: Policies) -> None:
 
 
 def test_denied_by_resource(policies: Policies) -> None:
-    """The scheduler reads run/ objects only; a key outside (or another bucket) is refused."""
+    """The scheduler reads run/ and body/ objects only; a key outside (a DLQ entry's response
+    under response/, the bucket itself, another bucket) is refused."""
     assert policies.allows("SchedulerFunction", "s3:GetObject", f"{BUCKET}/run/wfr_1/msg_1")
-    assert not policies.allows("SchedulerFunction", "s3:GetObject", f"{BUCKET}/body/msg_1")
+    assert policies.allows("SchedulerFunction", "s3:GetObject", f"{BUCKET}/body/msg_1")
+    assert not policies.allows("SchedulerFunction", "s3:GetObject", f"{BUCKET}/response/dlq_1")
+    assert not policies.allows("SchedulerFunction", "s3:GetObject", BUCKET)
     assert not policies.allows("SchedulerFunction", "s3:GetObject", f"{BUCKET}x/run/wfr_1/m")
     assert not policies.allows("ApiFunction", "dynamodb:GetItem", TABLE + "2")
 
