@@ -27,6 +27,8 @@ from urllib.parse import urlparse
 
 from botocore import handlers
 
+from infra.template import as_list
+
 log = logging.getLogger("infra.policies")
 
 ACCOUNT = "123456789012"  # moto's account
@@ -75,12 +77,10 @@ def resource_matches(pattern: str, resource: str) -> bool:
     )
 
 
-def _as_list(node: Any) -> list[str]:
-    return [node] if isinstance(node, str) else list(node)
-
-
 @dataclass(frozen=True, slots=True)
 class Statement:
+    """One statement: Allow or Deny of these actions on these resources (patterns)."""
+
     effect: str
     actions: tuple[str, ...]
     resources: tuple[str, ...]
@@ -94,7 +94,7 @@ class Statement:
             raise ValueError(f"policy statement with {sorted(unknown)}: not supported here")
         if raw["Effect"] not in ("Allow", "Deny"):
             raise ValueError(f"policy statement with Effect {raw['Effect']!r}")
-        return cls(raw["Effect"], tuple(_as_list(raw["Action"])), tuple(_as_list(raw["Resource"])))
+        return cls(raw["Effect"], tuple(as_list(raw["Action"])), tuple(as_list(raw["Resource"])))
 
     def covers(self, action: str, resource: str) -> bool:
         return any(action_matches(a, action) for a in self.actions) and any(
@@ -298,7 +298,8 @@ _HOOK = ("creating-client-class", _on_client_class)
 
 class PolicyWatch:
     """Checks each call a function's clients make against ``policies``; keeps what is denied
-    (each distinct denial logged once, as a warning)."""
+    (each distinct denial logged once, as a warning). Its botocore hook, once installed, stays:
+    it does nothing for a client made while no function acts."""
 
     def __init__(self, policies: Policies) -> None:
         self.policies = policies

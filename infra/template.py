@@ -251,7 +251,7 @@ def transform_template(
                 statements=[
                     statement
                     for policy in role.get("Policies", [])
-                    for statement in _as_list(policy["PolicyDocument"]["Statement"])
+                    for statement in as_list(policy["PolicyDocument"]["Statement"])
                 ],
                 managed_policies=list(role.get("ManagedPolicyArns", [])),
             )
@@ -287,7 +287,8 @@ def _role(resources: dict[str, Any], role: Any) -> dict[str, Any]:
     return {}
 
 
-def _as_list(node: Any) -> list[Any]:
+def as_list(node: Any) -> list[Any]:
+    """A template's one-or-many value (Statement, Action, Resource) as a list."""
     return node if isinstance(node, list) else [node]
 
 
