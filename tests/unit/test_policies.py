@@ -53,7 +53,7 @@ def policies() -> Policies:
 
 def test_allowed(policies: Policies) -> None:
     assert policies.allows("ApiFunction", "dynamodb:PutItem", TABLE)
-    assert policies.allows("DeliverFunction", "s3:DeleteObject", f"{BUCKET}/body/msg_1")
+    assert policies.allows("DeliverFunction", "s3:GetObject", f"{BUCKET}/body/msg_1")
     assert policies.allows("SchedulerFunction", "secretsmanager:GetSecretValue", SECRET)
 
 
@@ -63,7 +63,7 @@ def test_actions_are_case_insensitive(policies: Policies) -> None:
 
 def test_denied_by_action(policies: Policies) -> None:
     assert not policies.allows("SchedulerFunction", "dynamodb:Scan", TABLE)
-    assert not policies.allows("ApiFunction", "s3:DeleteObject", f"{BUCKET}/body/msg_1")
+    assert not policies.allows("DeliverFunction", "s3:DeleteObject", f"{BUCKET}/body/msg_1")
     assert not policies.allows("ApiFunction", "sqs:DeleteMessage", QUEUE)
 
 
