@@ -211,6 +211,11 @@ _COUNT_SAMPLE = 2_000
 _MAX_SEGMENTS = 2**19  # DynamoDB allows TotalSegments up to 1,000,000
 _COUNTS_KEPT = 60  # s a count is kept per process: the overview asks every 10 s, per open tab
 _SIZE_KEPT = 3_600  # s DescribeTable's ItemCount is kept (AWS refreshes it about every 6 hours)
+# find_pending's parallel Scan: a segment per this many items (~100 MB at ~1 KB an item: a
+# hundred 1 MB pages, which one worker reads within the API Lambda's 29 s), at most
+# _SCAN_SEGMENTS at once (the client's default workers).
+_SCAN_SEGMENT_ITEMS = 100_000
+_SCAN_SEGMENTS = 16
 
 
 class LeaseDeferred(Exception):
@@ -320,6 +325,7 @@ class AwsBackend:
         max_workers: int = 16,
         purge_reads: int = _PURGE_READS,
         count_sample: int = _COUNT_SAMPLE,
+        scan_segment_items: int = _SCAN_SEGMENT_ITEMS,
     ) -> None:
         if not 0 <= max_sqs_delay <= SQS_MAX_DELAY:
             raise ValueError(f"max_sqs_delay must be 0 to {SQS_MAX_DELAY} seconds")
@@ -337,6 +343,7 @@ class AwsBackend:
         self.record_visibility = record_visibility  # the queue's VisibilityTimeout, in ms
         self.purge_reads = purge_reads  # the runs' index entries a purge call reads
         self.count_sample = count_sample  # items a count reads (up to twice as many)
+        self.scan_segment_items = scan_segment_items  # items a segment of find_pending's Scan
         boto = session or boto3.session.Session()
         config = Config(max_pool_connections=max_workers, retries={"mode": "standard"})
         # (AWS_ENDPOINT_URL points them at a local stack.)
@@ -1054,9 +1061,19 @@ class AwsBackend:
         """A Scan of the whole table for unfinished message items, filtered here on their
         records, exact (it decides what is cancelled): no index lists pending messages, and bulk
         cancel by filter, rare, accepts that rather than an index every message write would pay
-        for. Every item is read: 0.5 read unit per 4 KB, so 30 days at a million messages a day
-        (~30 GB) cost ~$0.47 a call and take minutes — past the API Lambda's 29 s, where such a
-        call fails before it cancels anything."""
+        for. Every item is read — 0.5 read unit per 4 KB, so 30 days at a million messages a day
+        (~30 GB) cost ~$0.47 a call — in parallel segments, one per ``scan_segment_items`` items
+        (by DescribeTable's ItemCount), at most :data:`_SCAN_SEGMENTS`: about 1.5 million items
+        fit in the API Lambda's 29 s; a larger table's call fails before it cancels anything."""
+        items = await self._table_items.get()
+        segments = max(1, min(_SCAN_SEGMENTS, -(-items // self.scan_segment_items)))
+        parts = await asyncio.gather(
+            *(self._pending_in(query, segment, segments) for segment in range(segments))
+        )
+        return [message_id for part in parts for message_id in part]
+
+    async def _pending_in(self, query: PendingQuery, segment: int, segments: int) -> list[str]:
+        """``find_pending`` over one of ``segments`` parts of the table."""
         found: list[str] = []
         async for items in self._pages(
             self._db.scan,
@@ -1067,6 +1084,7 @@ class AwsBackend:
                 ":m": _s("M"),
                 **{f":f{i}": _s(state) for i, state in enumerate(_FINAL)},
             },
+            **({"Segment": segment, "TotalSegments": segments} if segments > 1 else {}),
         ):
             messages = (_message_from(item, b"") for item in items)
             found += [message.id for message in messages if query.matches(message)]

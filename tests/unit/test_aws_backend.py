@@ -24,7 +24,15 @@ from relay.backends.aws import (
     LeaseDeferred,
     TimerDue,
 )
-from relay.models import DlqEntry, DlqQuery, Event, EventQuery, MessageState, Settlement
+from relay.models import (
+    DlqEntry,
+    DlqQuery,
+    Event,
+    EventQuery,
+    MessageState,
+    PendingQuery,
+    Settlement,
+)
 from tests.conformance.test_backend_port import T0, _delivered, _message
 from tests.conftest import aws_backend
 
@@ -543,3 +551,22 @@ async def test_counts_of_a_large_table_read_one_segment_and_are_kept() -> None:
         aws._counts.seconds = 0  # counts out of date: scanned again, the table's size is kept
         assert await aws.count_messages() == counts
         assert calls.take() == {"Scan": 1}
+
+
+async def test_bulk_cancel_by_filter_scans_the_table_in_parallel_segments() -> None:
+    with aws_backend(scan_segment_items=100) as aws:
+        messages = [
+            replace(_message(f"msg_p{i:03d}"), url=f"https://example.com/{i % 2}")
+            for i in range(300)
+        ]
+        for start in range(0, 300, 100):
+            await aws.accept(messages[start : start + 100], [], T0, 0)
+        await aws.cancel([m.id for m in messages[:50]], T0)
+        table_items = aws._db.describe_table(TableName="relay")["Table"]["ItemCount"]
+        scans = Scans(aws)
+
+        found = await aws.find_pending(PendingQuery(urls=["https://example.com/1"]))
+        segments = -(-table_items // 100)
+        assert sorted(scans.segments) == [(s, segments) for s in range(segments)]
+        assert scans.scanned == table_items  # every item, once
+        assert sorted(found) == sorted(m.id for m in messages[50:] if m.url.endswith("/1"))
