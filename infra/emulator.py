@@ -32,7 +32,7 @@ from typing import Any
 import boto3
 from aiohttp import web
 
-from infra import moto_fixes
+from infra import limits, moto_fixes
 from infra.meter import AwsMeter
 from infra.policies import Denied, Policies, PolicyWatch
 from infra.stack import Deployed, LocalStack
@@ -423,6 +423,7 @@ class LocalAws:
         from moto.server import ThreadedMotoServer
 
         moto_fixes.apply()
+        limits.install()  # requests AWS would reject fail here too (moto accepts them)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._env = contextlib.ExitStack()
         self._env.enter_context(

@@ -27,6 +27,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from infra import limits
 from relay.backends.base import Backend
 from relay.backends.sqlite import SqliteBackend
 from relay.clock import ManualClock
@@ -46,6 +47,20 @@ def assert_within_policies(denied: Iterable[object]) -> None:
     template.yaml does not allow (moto allows everything; infra/policies.py checks)."""
     found = [str(call) for call in denied]
     assert not found, "calls the functions' policies do not allow:\n" + "\n".join(found)
+
+
+# Every boto3 client made in the tests (in-process moto and the local stack) checks AWS's limits.
+limits.install()
+
+
+@pytest.fixture(autouse=True)
+def within_aws_limits() -> Iterator[None]:
+    """At each test's teardown: fail if a request broke a limit AWS enforces and moto does not
+    (infra/limits.py), even if the code under test swallowed the error."""
+    list(limits.drain())
+    yield
+    found = list(limits.drain())
+    assert not found, "requests AWS would reject:\n" + "\n".join(found)
 
 
 MOTO_ENVIRONMENT = {
