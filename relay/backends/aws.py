@@ -1515,7 +1515,7 @@ class AwsBackend:
 
     async def list_dlq(self, query: DlqQuery) -> Page:
         low, high = _bounds(query.from_time, query.to_time, query.cursor)
-        filters, values = _filter(
+        filters, values, matches = _filter(
             [
                 ("did", query.dlq_ids),
                 ("mid", query.message_ids),
@@ -1537,19 +1537,26 @@ class AwsBackend:
                 **values,
             },
         }
-        keep: Callable[[list[Item]], Awaitable[list[Item]]] | None = None
-        if query.caller_ips or query.flow_control_keys:
-            # Not in the index: filtered on the full items, fetched a page at a time.
-            async def keep(page: list[Item]) -> list[Item]:
-                full = await self._batch_get(
-                    [(i["pk"]["S"], i["sk"]["S"]) for i in page], order=True
-                )
-                return [i for i in full if _dlq_record_matches(i, query)]
+        # Caller IPs and flow-control keys are not in the index: filtered on the full items,
+        # fetched a page at a time; so are the columns too large for the filter expression.
+        by_record = bool(query.caller_ips or query.flow_control_keys)
+
+        async def keep(page: list[Item]) -> list[Item]:
+            if matches is not None:
+                page = [i for i in page if matches(i)]
+            if not by_record:
+                return page
+            full = await self._batch_get([(i["pk"]["S"], i["sk"]["S"]) for i in page], order=True)
+            return [i for i in full if _dlq_record_matches(i, query)]
 
         found, cursor = await self._newest(
-            [source], filters, lambda i: i["gs"]["S"], query.count, keep=keep
+            [source],
+            filters,
+            lambda i: i["gs"]["S"],
+            query.count,
+            keep=keep if by_record or matches is not None else None,
         )
-        if keep is None:
+        if not by_record:
             found = await self._batch_get([(i["pk"]["S"], i["sk"]["S"]) for i in found], order=True)
         return Page(items=[await self._dlq_entry(item) for item in found], cursor=cursor)
 
@@ -2281,29 +2288,72 @@ def _bounds(from_time: int | None, to_time: int | None, cursor: str | None) -> t
     return low, high
 
 
-def _filter(columns: list[tuple[str, Sequence[str] | Sequence[int]]]) -> tuple[Item, Item]:
-    """Query arguments filtering on each column's values (OR-ed), the columns AND-ed; and the
-    expression values they use (to merge with the key condition's). ``lb`` holds a set of
-    labels: it matches when it contains any of the values."""
+Columns = list[tuple[str, Sequence[str | int]]]
+
+# DynamoDB's limits on a filter: at most 100 operands in an IN, 4 KB of expression, 300
+# operators, 2 MB of expression values. A column over its share is filtered here instead.
+_IN_OPERANDS = 100
+_FILTER_BYTES = 4096
+_FILTER_VALUE_BYTES = 1_000_000  # of the 2 MB, leaving room for the key condition's
+
+
+def _filter(columns: Columns) -> tuple[Item, Item, Callable[[Item], bool] | None]:
+    """Query arguments filtering on each column's values (OR-ed), the columns AND-ed; the
+    expression values they use (to merge with the key condition's); and the filter of the
+    columns too large for a DynamoDB filter expression, to apply to the items read (None: all
+    are in the expression). Reads are the same either way: DynamoDB reads the items a filter
+    drops. ``lb`` holds a set of labels: it matches when it contains any of the values."""
     clauses: list[str] = []
     names: dict[str, str] = {}
     values: Item = {}
+    apart: Columns = []
     for attr, wanted in columns:
-        if not wanted:
+        distinct: list[str | int] = list(dict.fromkeys(wanted))
+        if not distinct:
             continue
-        placeholders = []
-        for i, value in enumerate(dict.fromkeys(wanted)):
-            placeholder = f":{attr}{i}"
-            values[placeholder] = _n(value) if isinstance(value, int) else _s(str(value))
-            placeholders.append(placeholder)
+        clause, more = _clause(attr, distinct)
+        within = (
+            len(distinct) <= _IN_OPERANDS
+            and len(" AND ".join([*clauses, clause]).encode()) <= _FILTER_BYTES
+            and _values_bytes({**values, **more}) <= _FILTER_VALUE_BYTES
+        )
+        if not within:
+            apart.append((attr, distinct))
+            continue
+        clauses.append(clause)
+        values.update(more)
         names[f"#{attr}"] = attr  # `url` is a reserved word
-        if attr == "lb":
-            clauses.append("(" + " OR ".join(f"contains(#lb, {p})" for p in placeholders) + ")")
-        else:
-            clauses.append(f"#{attr} IN ({', '.join(placeholders)})")
+    keep = functools.partial(_matches, apart) if apart else None
     if not clauses:
-        return {}, values
-    return {"FilterExpression": " AND ".join(clauses), "ExpressionAttributeNames": names}, values
+        return {}, values, keep
+    filters = {"FilterExpression": " AND ".join(clauses), "ExpressionAttributeNames": names}
+    return filters, values, keep
+
+
+def _clause(attr: str, distinct: Sequence[str | int]) -> tuple[str, Item]:
+    """One column's filter clause and its expression values."""
+    values: Item = {
+        f":{attr}{i}": _n(value) if isinstance(value, int) else _s(str(value))
+        for i, value in enumerate(distinct)
+    }
+    if attr == "lb":
+        return "(" + " OR ".join(f"contains(#lb, {p})" for p in values) + ")", values
+    return f"#{attr} IN ({', '.join(values)})", values
+
+
+def _values_bytes(values: Item) -> int:
+    return sum(len(k) + len(next(iter(v.values())).encode()) for k, v in values.items())
+
+
+def _matches(columns: Columns, item: Item) -> bool:
+    """Whether an item (as the time index projects it) passes the filter of ``columns``."""
+    for attr, wanted in columns:
+        texts = {str(value) for value in wanted}
+        value = item.get(attr, {})
+        held = set(value.get("SS", [])) if attr == "lb" else {value.get("S", value.get("N"))}
+        if not texts & held:
+            return False
+    return True
 
 
 def _dlq_record_matches(item: Item, query: DlqQuery) -> bool:
