@@ -46,7 +46,9 @@ from relay.workflows.model import WorkflowRun
 Headers = Sequence[tuple[str, str]]
 URL_GROUP = "url_group"
 OUTCOME_LIMIT = 50_000  # outcomes read for the console's figures
-_GROUP_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_GROUP_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# A URL group is one record (one DynamoDB item of at most 400 KB on AWS).
+MAX_GROUP_BYTES = 256 * 1024
 _CANCEL_CHUNK = 500  # message ids per backend call (SQLite binds one variable per id)
 ROTATION_SETTING = "signing_key_rotation"  # the pair POST /v2/keys/rotate put in force
 
@@ -460,6 +462,11 @@ class RelayService:
             by_url[url] = entry
         group["endpoints"] = list(by_url.values())
         group["updatedAt"] = now
+        if (size := len(json.dumps(group).encode())) > MAX_GROUP_BYTES:
+            raise BadRequest(
+                f"url group {name!r} would take {size} bytes, over the limit of "
+                f"{MAX_GROUP_BYTES}: use fewer endpoints or shorter URLs"
+            )
         await self.backend.put_record(URL_GROUP, name, group)
 
     async def remove_endpoints(self, name: str, endpoints: Sequence[Mapping[str, Any]]) -> None:
@@ -695,7 +702,9 @@ def _digest(*parts: str | bytes) -> str:
 
 def _check_group_name(name: str) -> None:
     if not _GROUP_NAME.fullmatch(name):
-        raise BadRequest(f"invalid url group name {name!r}: use letters, digits, '-', '_' and '.'")
+        raise BadRequest(
+            f"invalid url group name {name!r}: use up to 128 letters, digits, '-', '_' and '.'"
+        )
 
 
 def _accepted_json(accepted: Accepted, *, with_url: bool = False) -> dict[str, Any]:

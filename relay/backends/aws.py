@@ -188,6 +188,7 @@ TABLE_SCHEMA: dict[str, Any] = {
 SQS_MAX_DELAY = 900  # seconds: SQS's limit for DelaySeconds
 _SQS_MAX_VISIBILITY = 43_200
 _TRANSACTION_ITEMS = 100
+_KEY_BYTES = (2048, 1024)  # DynamoDB's longest partition and sort key values
 _TRANSACTION_BYTES = 3_500_000  # under DynamoDB's 4 MB per transaction, with room for keys
 _INLINE_MAX = 350_000  # an item is at most 400 KB: without a bucket, larger bodies are refused
 _PENDING_RECEIVES = 4  # a copy of a not-yet-stored message is hidden 1, 2, 4, 8 s, then dropped
@@ -1566,6 +1567,8 @@ class AwsBackend:
 
     async def delete_dlq(self, dlq_ids: Sequence[str]) -> int:
         async def delete(dlq_id: str) -> bool:
+            if not _can_exist(f"D#{dlq_id}", "D"):
+                return False
             answer = await self._call(
                 self._db.delete_item,
                 TableName=self.table,
@@ -1802,6 +1805,8 @@ class AwsBackend:
     # --- DynamoDB calls -------------------------------------------------------------------------
 
     async def _get(self, pk: str, sk: str) -> Item | None:
+        if not _can_exist(pk, sk):
+            return None
         answer = await self._call(
             self._db.get_item, TableName=self.table, Key=_key(pk, sk), ConsistentRead=True
         )
@@ -1812,7 +1817,8 @@ class AwsBackend:
     ) -> list[Item]:
         """Items by key (100 per call, unprocessed keys retried); in ``keys``' order if asked."""
         found: dict[tuple[str, str], Item] = {}
-        for chunk in _chunks(list(dict.fromkeys(keys)), 100):
+        keys = [key for key in dict.fromkeys(keys) if _can_exist(*key)]
+        for chunk in _chunks(keys, 100):
             request: Any = {
                 self.table: {
                     "Keys": [_key(pk, sk) for pk, sk in chunk],
@@ -2215,6 +2221,12 @@ def _conditional(group: list[Item]) -> bool:
 
 def _shard(message_id: str) -> int:
     return zlib.crc32(message_id.encode()) % SHARDS
+
+
+def _can_exist(pk: str, sk: str) -> bool:
+    """Whether an item can have this key: a user-given id too long for a DynamoDB key names
+    nothing (asking for it would be a ValidationException)."""
+    return len(pk.encode()) <= _KEY_BYTES[0] and len(sk.encode()) <= _KEY_BYTES[1]
 
 
 def _chunks(items: list[T], size: int) -> Iterable[list[T]]:

@@ -404,7 +404,11 @@ class Runs:
     async def end(
         self, run_id: str, state: RunState, now: int, *, response: str | None = None
     ) -> tuple[WorkflowRun, bool] | None:
+        from relay.backends import aws
+
         b = self._b
+        if not aws._can_exist(run_pk(run_id), "W"):
+            return None
         ended = True
         try:
             await b._call(

@@ -48,6 +48,10 @@ class CallType(enum.StrEnum):
     FAILURE_CALL = "failureCall"  # the failure callback of a failed run, delivered raw
 
 
+# Run ids are in storage keys (on AWS: a DynamoDB sort key of at most 1,024 bytes).
+MAX_RUN_ID_BYTES = 256
+
+
 @dataclass(frozen=True, slots=True)
 class RunHeaders:
     """The workflow control headers of one published message."""
@@ -62,6 +66,8 @@ def classify(headers: dict[str, str]) -> RunHeaders | None:
     run_id = headers.get(H_RUN_ID, "").strip()
     if not run_id:
         return None
+    if len(run_id.encode()) > MAX_RUN_ID_BYTES:
+        raise p.BadRequest(f"a workflow run id is at most {MAX_RUN_ID_BYTES} bytes")
     raw = headers.get(H_CALL_TYPE, "").strip()
     call_type = next((c for c in CallType if c.lower() == raw.lower()), CallType.STEP)
     init = p.parse_bool(headers.get(H_INIT, "false")) and call_type is CallType.STEP
