@@ -105,6 +105,7 @@ def _expressions(request: Mapping[str, Any]) -> None:
             count = len(_OPERATOR.findall(text))
             _require(count <= EXPRESSION_OPERATORS, f"{name}: {count} operators (at most 300)")
     values = request.get("ExpressionAttributeValues") or {}
+    _sets(values)
     size = sum(len(k.encode()) + attribute_size(v) for k, v in values.items())
     _require(size <= EXPRESSION_VALUES_BYTES, "ExpressionAttributeValues over 2 MB")
 
@@ -117,8 +118,21 @@ def _keys(attributes: Mapping[str, Any] | None) -> None:
             _require(0 < size <= limit, f"key attribute {name} of {size} bytes (1..{limit})")
 
 
+def _sets(values: Mapping[str, Any] | None) -> None:
+    """Sets (SS, NS, BS), also within lists and maps: not empty, no value twice."""
+    for value in (values or {}).values():
+        ((kind, inner),) = value.items()
+        if kind in ("SS", "NS", "BS"):
+            _require(0 < len(inner) == len(set(inner)), f"{kind} empty or with duplicates")
+        elif kind == "L":
+            _sets({str(i): v for i, v in enumerate(inner)})
+        elif kind == "M":
+            _sets(inner)
+
+
 def _item(item: Mapping[str, Any]) -> None:
     _keys(item)
+    _sets(item)
     _require(item_size(dict(item)) <= ITEM_BYTES, "Item size has exceeded the maximum allowed size")
 
 

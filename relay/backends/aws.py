@@ -1759,7 +1759,7 @@ class AwsBackend:
             if value is not None:
                 item[attr] = _s(value)
         if labels := split_labels(m.label):
-            item["lb"] = {"SS": labels}
+            item["lb"] = {"SS": list(dict.fromkeys(labels))}  # a set: each label once
         return {"Put": {"TableName": self.table, "Item": item}}
 
     async def _dlq_entry(self, item: Item) -> DlqEntry:

@@ -44,3 +44,9 @@ async def test_dlq_by_many_labels(api: Api, receiver: Receiver) -> None:
     _, second = await _dlq(api, receiver, ["a", "b"])
     labels = [f"l{i}" for i in range(199)] + ["b"]
     assert await _listed(api, [("label", label) for label in labels]) == {second}
+
+
+async def test_a_label_given_twice_is_one_label(api: Api, receiver: Receiver) -> None:
+    """DynamoDB refuses a string set holding a value twice: the DLQ entry still gets written."""
+    [dlq_id] = await _dlq(api, receiver, ["a, a,b"])
+    assert await _listed(api, [("label", "a")]) == {dlq_id}

@@ -75,6 +75,18 @@ BOUNDARIES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
         {"Item": {"pk": _s(1), "v": _s(400 * 1024 - 4)}},
         {"Item": {"pk": _s(1), "v": _s(400 * 1024 - 3)}},
     ),
+    (
+        "dynamodb",
+        "PutItem",
+        {"Item": {"pk": _s(1), "lb": {"SS": ["a", "b"]}}},
+        {"Item": {"pk": _s(1), "lb": {"SS": ["a", "a"]}}},
+    ),
+    (
+        "dynamodb",
+        "UpdateItem",
+        {"ExpressionAttributeValues": {":v": {"L": [{"NS": ["1"]}]}}},
+        {"ExpressionAttributeValues": {":v": {"L": [{"NS": []}]}}},
+    ),
     ("dynamodb", "GetItem", {"Key": {"pk": _s(2048)}}, {"Key": {"pk": _s(2049)}}),
     ("dynamodb", "PutItem", {"Item": {"gs": _s(1024)}}, {"Item": {"gs": _s(1025)}}),
     ("sqs", "SendMessageBatch", _entries(10), _entries(11)),
