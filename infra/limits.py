@@ -59,6 +59,7 @@ _EXPRESSIONS = (
 )
 _CONDITIONS = _EXPRESSIONS[:3]  # the ones made of comparisons, whose operators are counted
 _IN_LIST = re.compile(r"\bIN\s*\(([^()]*)\)", re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"[:#][A-Za-z0-9_]+")
 _KEYWORD = r"\b(?:AND|OR|NOT|IN|BETWEEN)\b"
 _OPERATOR = re.compile(rf"{_KEYWORD}|<>|<=|>=|[=<>]|\b(?!{_KEYWORD})\w+\s*\(", re.IGNORECASE)
 
@@ -106,6 +107,10 @@ def _expressions(request: Mapping[str, Any]) -> None:
             _require(count <= EXPRESSION_OPERATORS, f"{name}: {count} operators (at most 300)")
     values = request.get("ExpressionAttributeValues") or {}
     _sets(values)
+    used = set(_PLACEHOLDER.findall(" ".join(str(request.get(n, "")) for n in _EXPRESSIONS)))
+    for given in ("ExpressionAttributeValues", "ExpressionAttributeNames"):
+        unused = set(request.get(given) or {}) - used
+        _require(not unused, f"{given} unused in expressions: {sorted(unused)}")
     size = sum(len(k.encode()) + attribute_size(v) for k, v in values.items())
     _require(size <= EXPRESSION_VALUES_BYTES, "ExpressionAttributeValues over 2 MB")
 

@@ -468,8 +468,9 @@ class Gates:
             ":zero": _ZERO,
             ":one": _ONE,
             ":cfg": {"S": orjson.dumps(state.with_window(limits).to_record()).decode()},
-            ":held": {"N": str(now + b.record_visibility + _SLOT_MARGIN)},
         }
+        if result.started:  # AWS refuses an expression value that no expression uses
+            values[":held"] = {"N": str(now + b.record_visibility + _SLOT_MARGIN)}
         sets = [_BUMP, "cfg = :cfg"]
         for i, message_id in enumerate(result.started):
             item = parked[_mid_key(message_id)]

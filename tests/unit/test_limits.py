@@ -60,8 +60,14 @@ BOUNDARIES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
     (
         "dynamodb",
         "Query",
-        {"ExpressionAttributeValues": {":v": _s(2 * limits.MIB - 2)}},
-        {"ExpressionAttributeValues": {":v": _s(2 * limits.MIB)}},
+        {"FilterExpression": "a = :v", "ExpressionAttributeValues": {":v": _s(2 * limits.MIB - 2)}},
+        {"FilterExpression": "a = :v", "ExpressionAttributeValues": {":v": _s(2 * limits.MIB)}},
+    ),
+    (
+        "dynamodb",
+        "Query",
+        {"FilterExpression": "#a = :v1", "ExpressionAttributeValues": {":v1": _s(1)}},
+        {"FilterExpression": "#a = :v10", "ExpressionAttributeValues": {":v1": _s(1)}},
     ),
     ("dynamodb", "Query", {"Limit": 1}, {"Limit": 0}),
     ("dynamodb", "Scan", {"TotalSegments": 1_000_000}, {"TotalSegments": 1_000_001}),
@@ -84,8 +90,14 @@ BOUNDARIES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
     (
         "dynamodb",
         "UpdateItem",
-        {"ExpressionAttributeValues": {":v": {"L": [{"NS": ["1"]}]}}},
-        {"ExpressionAttributeValues": {":v": {"L": [{"NS": []}]}}},
+        {
+            "UpdateExpression": "SET a = :v",
+            "ExpressionAttributeValues": {":v": {"L": [{"NS": ["1"]}]}},
+        },
+        {
+            "UpdateExpression": "SET a = :v",
+            "ExpressionAttributeValues": {":v": {"L": [{"NS": []}]}},
+        },
     ),
     ("dynamodb", "GetItem", {"Key": {"pk": _s(2048)}}, {"Key": {"pk": _s(2049)}}),
     ("dynamodb", "PutItem", {"Item": {"gs": _s(1024)}}, {"Item": {"gs": _s(1025)}}),
