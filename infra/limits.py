@@ -94,6 +94,7 @@ def _require(ok: bool, message: str, code: str = "ValidationException") -> None:
 
 
 def _expressions(request: Mapping[str, Any]) -> None:
+    """A request's expressions and the names and values they use."""
     for name in _EXPRESSIONS:
         text = request.get(name)
         if not isinstance(text, str):
@@ -116,6 +117,7 @@ def _expressions(request: Mapping[str, Any]) -> None:
 
 
 def _keys(attributes: Mapping[str, Any] | None) -> None:
+    """Key attribute values (of the table and its indexes): 1 byte up to their limit."""
     for name, value in (attributes or {}).items():
         limit = KEY_LIMITS.get(name)
         if limit is not None and ("S" in value or "B" in value):
