@@ -10,9 +10,8 @@ runs). What a purge deletes, and how each backend does it, is ``Backend.purge``'
 from __future__ import annotations
 
 import logging
-import time
 
-from relay.service import RelayService
+from relay.service import RelayService, work_for
 
 log = logging.getLogger("relay.retention")
 
@@ -27,13 +26,15 @@ async def purge_due(service: RelayService, now: int, *, budget: float = BUDGET_S
     if now < service.passes_due.get(PASS, 0):
         return 0
     before = now - service.settings.retention_days * 86_400_000
-    deadline = time.monotonic() + budget
     total = 0
-    while True:
+
+    async def step() -> bool:
+        nonlocal total
         gone, more = await service.backend.purge(before, now)
         total += gone
-        if not more or time.monotonic() >= deadline:
-            break
+        return more
+
+    more = await work_for(budget, step)
     service.passes_due[PASS] = now if more else now + EVERY_MS
     if total:
         log.info("purged %d finished messages, runs, DLQ entries and dedup ids", total)

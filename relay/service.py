@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -635,6 +636,17 @@ class RelayService:
             bucket_ms=bucket_ms,
             partial=len(outcomes) >= OUTCOME_LIMIT,
         )
+
+
+async def work_for(seconds: float, step: Callable[[], Awaitable[bool]]) -> bool:
+    """Run ``step`` (it answers whether work is left) until it is done or ``seconds`` have
+    passed, at least once: a periodic pass's bounded share of a tick (``passes_due`` then says
+    when it goes on). Whether work is left."""
+    deadline = time.monotonic() + seconds
+    while more := await step():
+        if time.monotonic() >= deadline:
+            break
+    return more
 
 
 def created_event(message: Message, now: int) -> Event:

@@ -1567,7 +1567,7 @@ class AwsBackend:
 
     async def delete_dlq(self, dlq_ids: Sequence[str]) -> int:
         async def delete(dlq_id: str) -> bool:
-            if not _can_exist(f"D#{dlq_id}", "D"):
+            if not key_can_exist(f"D#{dlq_id}", "D"):
                 return False
             answer = await self._call(
                 self._db.delete_item,
@@ -1805,7 +1805,7 @@ class AwsBackend:
     # --- DynamoDB calls -------------------------------------------------------------------------
 
     async def _get(self, pk: str, sk: str) -> Item | None:
-        if not _can_exist(pk, sk):
+        if not key_can_exist(pk, sk):
             return None
         answer = await self._call(
             self._db.get_item, TableName=self.table, Key=_key(pk, sk), ConsistentRead=True
@@ -1817,7 +1817,7 @@ class AwsBackend:
     ) -> list[Item]:
         """Items by key (100 per call, unprocessed keys retried); in ``keys``' order if asked."""
         found: dict[tuple[str, str], Item] = {}
-        keys = [key for key in dict.fromkeys(keys) if _can_exist(*key)]
+        keys = [key for key in dict.fromkeys(keys) if key_can_exist(*key)]
         for chunk in _chunks(keys, 100):
             request: Any = {
                 self.table: {
@@ -2223,7 +2223,7 @@ def _shard(message_id: str) -> int:
     return zlib.crc32(message_id.encode()) % SHARDS
 
 
-def _can_exist(pk: str, sk: str) -> bool:
+def key_can_exist(pk: str, sk: str) -> bool:
     """Whether an item can have this key: a user-given id too long for a DynamoDB key names
     nothing (asking for it would be a ValidationException)."""
     return len(pk.encode()) <= _KEY_BYTES[0] and len(sk.encode()) <= _KEY_BYTES[1]

@@ -407,7 +407,7 @@ class Runs:
         from relay.backends import aws
 
         b = self._b
-        if not aws._can_exist(run_pk(run_id), "W"):
+        if not aws.key_can_exist(run_pk(run_id), "W"):
             return None
         ended = True
         try:

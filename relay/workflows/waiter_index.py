@@ -28,11 +28,10 @@ wake-up that finds its waiter answered, or comes twice, does nothing: answering 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from relay.service import RelayService
+from relay.service import RelayService, work_for
 
 DUE = "workflow_waiter_due"  # the deadline index: an entry per waiter, keys in deadline order
 OF_RUN = "workflow_waiter_of_run"  # the run index: an entry per waiter, <run id>\0<its due_key>
@@ -132,21 +131,24 @@ async def sweep(service: RelayService, now: int, waiters_after: Page) -> int:
     if claim is None:
         return 0
     mark, position = claim
-    found, ends = 0, time.monotonic() + SWEEP_BUDGET_SECONDS
-    while True:
+    found = 0
+
+    async def step() -> bool:
+        nonlocal found, position
         page = await waiters_after(position, SWEEP_PAGE)
         found += await index_missing(service, page)
-        done = len(page) < SWEEP_PAGE
-        if not done:
-            position = page[-1].key
-        if done or time.monotonic() >= ends:
-            break
+        if len(page) < SWEEP_PAGE:
+            return False
+        position = page[-1].key
+        return True
+
+    more = await work_for(SWEEP_BUDGET_SECONDS, step)
     held = await _mark(service, mark, str(now))
-    if held and not done:
+    if held and more:
         await service.backend.put_setting(_SWEEP_AT, position)
     elif held:
         await service.backend.delete_setting(_SWEEP_AT)
-    service.passes_due[SWEEP] = now if held and not done else now + SWEEP_EVERY_MS
+    service.passes_due[SWEEP] = now if held and more else now + SWEEP_EVERY_MS
     return found
 
 
